@@ -1,0 +1,69 @@
+"""Unlearning methods, one file each, registered by name.
+
+A method is a function `loss(model, forget, retain, ctx) -> Tensor` plus a dataclass of its
+hyper-parameters with the published defaults. Adding a file here that calls `@register`
+adds the method everywhere (CLI, demo, tests parametrised over the registry).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    loss: Callable[..., Any]
+    params: type
+    description: str
+    # What the loop must prepare for this method:
+    ref_logp: bool = False  # cached reference log-probs of the forget set
+    ref_model: bool = False  # a frozen reference copy (KL on retain batches)
+    refusals: bool = False  # forget batches carry a refusal answer ("I don't know")
+    uses_retain: bool = True
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(name: str, params: type, description: str, **needs: bool) -> Callable:
+    def wrap(fn: Callable) -> Callable:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} registered twice")
+        _REGISTRY[name] = Method(name, fn, params, description, **needs)
+        return fn
+
+    return wrap
+
+
+def _load_all() -> None:
+    for mod in pkgutil.iter_modules(__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{mod.name}")
+
+
+def available() -> dict[str, Method]:
+    _load_all()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_method(name: str) -> Method:
+    methods = available()
+    if name not in methods:
+        raise KeyError(f"unknown method {name!r}; available: {', '.join(methods)}")
+    return methods[name]
+
+
+def make_params(method: Method, overrides: dict[str, Any] | None = None):
+    """The method's hyper-parameters with `overrides`; an unknown key names the valid ones."""
+    overrides = dict(overrides or {})
+    valid = {f.name for f in fields(method.params)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise KeyError(f"method {method.name!r}: unknown parameter(s) {', '.join(unknown)}; "
+                       f"valid: {', '.join(sorted(valid)) or '(none)'}")
+    return method.params(**overrides)

@@ -1,0 +1,62 @@
+"""Metrics: pure functions of per-item values (NLLs, token log-probs, generations) computed
+once by `obliviate.evaluate`. Each returns per-item values (float64 arrays) or an aggregate.
+
+`METRICS` describes them as data: what each needs and which direction is better
+(`None` where it depends on the set: on the forget set lower is better, on retain higher).
+"""
+
+from dataclasses import dataclass
+
+from obliviate.metrics.accuracy import answer_correct, normalise_answer
+from obliviate.metrics.memorization import exact_memorization, extraction_strength
+from obliviate.metrics.mia import (
+    SCORES,
+    loss_score,
+    mia_auc,
+    min_k_pp_score,
+    min_k_score,
+    privleak,
+    zlib_score,
+)
+from obliviate.metrics.probability import length_normalised_prob, normalised_choice_prob
+from obliviate.metrics.rouge import rouge_l_f1, rouge_l_recall
+from obliviate.metrics.truth_ratio import forget_quality, forget_truth_ratio, retain_truth_ratio, truth_ratio
+from obliviate.metrics.utility import model_utility
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    higher_is_better: bool | None
+    needs: str
+    description: str
+
+
+METRICS: dict[str, MetricInfo] = {m.name: m for m in [
+    MetricInfo("prob", None, "answer nll", "length-normalised answer probability exp(-nll_avg) (TOFU)"),
+    MetricInfo("rouge", None, "generations", "ROUGE-L recall of the greedy answer (TOFU); F1 for MUSE"),
+    MetricInfo("acc", None, "generations", "normalised exact-match / contains-answer accuracy"),
+    MetricInfo("truth_ratio", None, "paraphrased + perturbed answer nll",
+               "geomean p(perturbed) / p(paraphrased); forget: mean min(R, 1/R), retain: mean max(0, 1-R) (TOFU)"),
+    MetricInfo("forget_quality", True, "truth ratios of the model and the oracle",
+               "KS-test p-value between model and retain-only oracle truth ratios (TOFU)"),
+    MetricInfo("model_utility", True, "retain and utility-set metrics",
+               "harmonic mean of retain/utility prob, ROUGE and truth ratio (TOFU)"),
+    MetricInfo("exact_mem", None, "token argmax flags", "teacher-forced argmax accuracy on answer tokens"),
+    MetricInfo("extraction_strength", None, "token argmax flags",
+               "1 - k*/|y|, k* the start of the longest exactly-predicted suffix"),
+    MetricInfo("mia_loss", None, "answer nll", "MIA AUC, forget vs holdout, with the LOSS score"),
+    MetricInfo("mia_zlib", None, "answer nll + text", "MIA AUC with the zlib score (Carlini et al. 2021)"),
+    MetricInfo("mia_min_k", None, "token log-probs", "MIA AUC with Min-K% [k 0.4] (Shi et al. 2023)"),
+    MetricInfo("mia_min_k_pp", None, "token log-probs + vocab mean/std",
+               "MIA AUC with Min-K%++ [k 0.4] (Zhang et al. 2024)"),
+    MetricInfo("privleak", None, "Min-K% AUC of the model and the oracle",
+               "MUSE PrivLeak: relative AUC gap to the oracle in %; 0 is ideal, -100 leaks everything"),
+]}
+
+__all__ = [
+    "METRICS", "SCORES", "MetricInfo", "answer_correct", "exact_memorization", "extraction_strength",
+    "forget_quality", "forget_truth_ratio", "length_normalised_prob", "loss_score", "mia_auc",
+    "min_k_pp_score", "min_k_score", "model_utility", "normalise_answer", "normalised_choice_prob",
+    "privleak", "retain_truth_ratio", "rouge_l_f1", "rouge_l_recall", "truth_ratio", "zlib_score",
+]

@@ -1,0 +1,60 @@
+"""Load and save any Hugging Face causal LM (local directory, or Hub id when online).
+
+Tiny models, user models and real checkpoints all go through `load_model`; a directory that
+is not a causal LM is a one-line error, not a stack trace.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from obliviate.data.task import DataError
+
+
+def default_dtype(device: str | None = None) -> torch.dtype:
+    """fp32 on CPU (some CPUs have no fast bf16: 1 GFLOP/s against 70 in fp32), bf16 on GPUs that have it."""
+    if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_model(name: str | Path, dtype: torch.dtype | str | None = None, device: str | None = None):
+    """Return (model, tokenizer) for a causal LM directory or Hub id."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(name)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise DataError(f"{path}: not a Hugging Face model directory (no config.json)")
+    elif str(name).startswith((".", "/", "~")) or str(name).count("/") > 1:
+        raise DataError(f"{name}: no such model directory")
+    try:
+        config = AutoConfig.from_pretrained(str(name))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{name}: cannot read the model config ({str(e).splitlines()[0]})") from e
+    archs = getattr(config, "architectures", None) or []
+    if archs and not any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
+        raise DataError(f"{name}: not a causal language model (architectures: {', '.join(archs)})")
+    if isinstance(dtype, str):
+        dtype = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+                 "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}[dtype]
+    dtype = dtype or default_dtype(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(name), dtype=dtype)
+    except ValueError as e:
+        raise DataError(f"{name}: not a causal language model ({str(e).splitlines()[0]})") from e
+    tokenizer = AutoTokenizer.from_pretrained(str(name))
+    if device:
+        model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def save_model(model, tokenizer, path: Path) -> Path:
+    """Save as a Hugging Face directory (safetensors) that `load_model` reads back."""
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,115 @@
+"""Tiny target and oracle models for the embedded benchmarks.
+
+A byte-level BPE tokenizer trained with `tokenizers` on the benchmark's own text (wrapped as
+a `PreTrainedTokenizerFast` with real <pad>, <s>, </s> tokens: pad is never EOS), and a
+small `LlamaForCausalLM` from a `LlamaConfig`. Hidden and intermediate sizes default to
+multiples of 128 so that group-128 quantization and bitsandbytes' 4-bit kernels fit.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from obliviate.data.collate import batches, collate, encode_items, pad_id_of
+from obliviate.data.task import QAItem
+from obliviate.progress import progress
+
+
+class TinyModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vocab_size: int = 1024
+    hidden_size: int = 128
+    intermediate_size: int = 512
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    max_position_embeddings: int = 256
+
+
+class TrainConfig(BaseModel):
+    """Recipe for training a tiny model until it knows its facts."""
+
+    model_config = ConfigDict(extra="forbid")
+    lr: float = 3e-3
+    batch_size: int = 32
+    max_epochs: int = 60
+    min_epochs: int = 10
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    target_acc: float = Field(0.97, description="stop when greedy accuracy on trained facts reaches this")
+    check_every: int = Field(5, description="epochs between accuracy checks")
+    check_items: int = Field(200, description="trained items sampled for the accuracy check")
+
+
+def train_tokenizer(corpus: list[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", clean_up_tokenization_spaces=False)
+
+
+def build_model(cfg: TinyModelConfig, tokenizer, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_attention_heads, max_position_embeddings=cfg.max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config)
+
+
+def train_lm(model, tokenizer, items: list[QAItem], cfg: TrainConfig, seed: int = 0,
+             desc: str = "training") -> dict:
+    """Fine-tune `model` on `items` (answer tokens only) until greedy accuracy on a sample of
+    them reaches `cfg.target_acc` or `cfg.max_epochs` pass. Returns a small training log."""
+    from obliviate.evaluate import greedy_accuracy
+    from obliviate.methods._losses import nll_mean
+
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    encoded = encode_items(tokenizer, items)
+    pad = pad_id_of(tokenizer)
+    steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
+    total = steps_per_epoch * cfg.max_epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * max(0.1, 1 - s / total))
+    check = rng.sample(items, min(cfg.check_items, len(items)))
+    log = {"epochs": 0, "acc": 0.0, "loss": float("nan")}
+    model.train()
+    with progress() as bar:
+        task = bar.add_task(desc, total=cfg.max_epochs)
+        for epoch in range(1, cfg.max_epochs + 1):
+            order = list(range(len(items)))
+            rng.shuffle(order)
+            for idx in batches(len(order), cfg.batch_size):
+                batch = collate([encoded[order[i]] for i in idx], pad)
+                loss = nll_mean(model, batch)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+            log.update(epochs=epoch, loss=float(loss.detach()))
+            if epoch >= cfg.min_epochs and (epoch % cfg.check_every == 0 or epoch == cfg.max_epochs):
+                model.eval()
+                log["acc"] = greedy_accuracy(model, tokenizer, check)
+                model.train()
+                if log["acc"] >= cfg.target_acc:
+                    bar.update(task, completed=cfg.max_epochs, description=f"{desc} acc {log['acc']:.2f}")
+                    break
+            bar.update(task, advance=1, description=f"{desc} loss {log['loss']:.3f} acc {log['acc']:.2f}")
+    model.eval()
+    return log
