@@ -12,6 +12,7 @@ wrong, e.g. `forget.jsonl:17: field "answer" is missing`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -35,7 +36,9 @@ def _check_exists(path: Path) -> None:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")
+        # newline="": keep "\r" inside quoted CSV cells; JSON readers normalise line ends themselves.
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            return f.read()
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
@@ -50,7 +53,11 @@ def _kind(value: object) -> str:
 
 def _read_json_lines(path: Path, text: str) -> list[tuple[int, dict]]:
     records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines would also split on U+2028 and friends, which JSON
+    # strings may hold unescaped.
+    # A raw "\r" cannot be inside a JSON string, so it only ever ends a line.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -90,26 +97,31 @@ def _read_json_array(path: Path, text: str) -> list[tuple[int, dict]]:
 
 
 def _read_csv(path: Path, text: str) -> list[tuple[int, dict]]:
-    reader = csv.DictReader(text.splitlines(keepends=True))
+    """Rows as dicts keyed by the header, each with the line it starts on (a quoted cell may span lines)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    header_line = 0
     records = []
+    end = 0  # the last physical line read so far
     try:
-        header = reader.fieldnames
-        if header is None:
-            return []
-        for name in header:
-            if not name.strip():
-                raise DataError(f"{path}:1: the header has an empty column name")
-        if len(set(header)) != len(header):
-            dup = next(n for n in header if header.count(n) > 1)
-            raise DataError(f"{path}:1: the header names column {dup!r} twice")
         for row in reader:
-            lineno = reader.line_num
-            if None in row:
-                raise DataError(f"{path}:{lineno}: the row has more cells than the header ({len(header)})")
-            if not any(v for v in row.values()):
-                continue  # a row of empty cells, like a blank line
-            # Short rows leave the missing cells as None: those fields are absent.
-            records.append((lineno, {k: v for k, v in row.items() if v is not None}))
+            start, end = end + 1, reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue  # a blank line, or a row of empty cells
+            if header is None:
+                header, header_line = row, start
+                for name in header:
+                    if not name.strip():
+                        raise DataError(f"{path}:{start}: the header has an empty column name")
+                dup = [n for n in header if header.count(n) > 1]
+                if dup:
+                    raise DataError(f"{path}:{start}: the header names column {dup[0]!r} twice")
+                continue
+            if len(row) > len(header):
+                raise DataError(f"{path}:{start}: the row has {len(row)} cells, more than the header's "
+                                f"{len(header)} (line {header_line})")
+            # A short row leaves its last fields absent.
+            records.append((start, dict(zip(header, row, strict=False))))
     except csv.Error as e:
         raise DataError(f"{path}:{reader.line_num}: invalid CSV: {e}") from None
     return records
@@ -120,7 +132,8 @@ def read_records(path: Path) -> list[tuple[int, dict]]:
 
     `.jsonl` and `.json` files are JSON Lines (blank lines skipped); a `.json` file whose first
     non-space character is `[` is read as one JSON array of objects (the line number is the one
-    each object starts on); `.csv` files have a header row and give string values only.
+    each object starts on); `.csv` files have a header row and give string values only (the line
+    number is the one each row starts on).
     Raises `DataError` ("{path}:{line}: ...") on a missing file, a malformed line, a record that
     is not an object, or a file without records.
     """

@@ -1,0 +1,6 @@
+"""Run directories: results.json, per-item JSON Lines, report.md, the terminal table."""
+
+from obliviate.report.results import load_results, write_results
+from obliviate.report.tables import SUMMARY_METRICS, markdown_table, print_table
+
+__all__ = ["SUMMARY_METRICS", "load_results", "markdown_table", "print_table", "write_results"]

@@ -1,0 +1,85 @@
+"""results.json (the schema later tools read) and per_item.jsonl.
+
+results.json = {"benchmark": str, "seed": int, "config": {...}, "provenance": {...},
+                "models": {NAME: {"metrics": {METRIC: float}, "per_item": {SET: {METRIC: [...]}},
+                                  "unlearn": {...}}}}
+NaN is written as null (valid JSON) and read back as NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from obliviate.data.task import DataError
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    return x
+
+
+def provenance() -> dict[str, Any]:
+    import accelerate
+    import torch
+    import transformers
+
+    from obliviate import __version__
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"obliviate": __version__, "git_commit": commit, "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__, "platform": platform.platform()}
+
+
+def write_results(path: Path, results: dict[str, Any]) -> Path:
+    """Write atomically (a temp file then rename): an interrupt never leaves a torn file."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_clean(results), indent=1, sort_keys=False))
+    os.replace(tmp, path)
+    return path
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (expected a run directory with results.json)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
+
+    def nan(x: Any) -> Any:
+        if x is None:
+            return float("nan")
+        if isinstance(x, dict):
+            return {k: nan(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [nan(v) for v in x]
+        return x
+
+    for entry in data.get("models", {}).values():
+        entry["metrics"] = nan(entry.get("metrics", {}))
+    return data
+
+
+def write_per_item(path: Path, rows: list[dict[str, Any]]) -> Path:
+    with path.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(_clean(row)) + "\n")
+    return path

@@ -1,0 +1,52 @@
+"""The summary table: rich in the terminal, Markdown in report.md."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+SUMMARY_METRICS = [
+    ("forget_acc", "forget acc", "lower"),
+    ("retain_acc", "retain acc", "higher"),
+    ("forget_prob", "forget prob", "lower"),
+    ("forget_rouge", "forget ROUGE", "lower"),
+    ("forget_truth_ratio", "forget TR", ""),
+    ("forget_quality", "forget quality", "higher"),
+    ("model_utility", "model utility", "higher"),
+    ("privleak", "privleak", "near 0"),
+    ("mia_min_k_auc", "MinK AUC", "near oracle"),
+]
+
+
+def _fmt(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.3g}" if abs(x) < 1e-2 and x != 0 else f"{x:.3f}" if abs(x) < 10 else f"{x:.1f}"
+    return str(x)
+
+
+def rows(results: dict[str, Any]) -> list[list[str]]:
+    return [[name] + [_fmt(entry["metrics"].get(k)) for k, _, _ in SUMMARY_METRICS]
+            for name, entry in results["models"].items()]
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    head = ["model"] + [f"{label} ({better})" if better else label for _, label, better in SUMMARY_METRICS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
+    return "\n".join(lines)
+
+
+def print_table(results: dict[str, Any], console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"{results.get('benchmark', '')} — seed {results.get('seed', '')}")
+    table.add_column("model", style="bold")
+    for _, label, better in SUMMARY_METRICS:
+        table.add_column(f"{label}\n({better})" if better else label, justify="right")
+    for r in rows(results):
+        table.add_row(*r)
+    console.print(table)

@@ -1,0 +1,233 @@
+"""The one unlearning loop, for every method, built on `accelerate.Accelerator`.
+
+Forget batches are paired with retain batches (the retain set is cycled); AdamW with a
+linear warm-up/decay schedule; epochs or max steps; gradient accumulation and clipping;
+seeded. Accelerate does device placement, mixed precision and multi-process (DDP, FSDP,
+DeepSpeed through `accelerate launch`) — no hand-rolled device layer.
+
+What a method needs is prepared once, here: the reference log-probs of the forget set (and
+of its refusals) are computed before the first step and cached, so NPO/DPO-style losses run
+no reference forward during training; a frozen reference copy exists only for KL methods.
+A non-finite loss or gradient stops the run before the update, so the weights kept are the
+last good ones; Ctrl-C stops it cleanly and the caller saves what was reached.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from pydantic import BaseModel, ConfigDict, Field
+from torch.utils.data import DataLoader
+
+from obliviate.data.collate import Encoded, collate, encode, encode_items, pad_id_of
+from obliviate.data.task import DataError, ForgetTask
+from obliviate.methods import Method, get_method, make_params
+from obliviate.methods._losses import sequence_logp
+from obliviate.progress import progress
+
+
+class UnlearnConfig(BaseModel):
+    """Optimisation settings shared by every method (method hyper-parameters go in `params`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: str = "gd"
+    params: dict[str, Any] = Field(default_factory=dict, description="method hyper-parameters")
+    lr: float = 1e-5
+    epochs: int = 5
+    max_steps: int | None = Field(None, description="optimizer steps; overrides epochs")
+    batch_size: int = Field(8, description="forget items per step per process (retain: the same)")
+    grad_accum: int = 1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    mixed_precision: str = Field("no", description="no | bf16 | fp16 (accelerate)")
+    seed: int = 0
+    stop_forget_acc: float | None = Field(None, description="stop once forget accuracy is at or below this")
+    check_every: int = Field(10, description="steps between checks of stop_forget_acc")
+    max_length: int = 512
+
+
+@dataclass
+class UnlearnContext:
+    """What a method's loss may use besides the model and the two batches."""
+
+    params: Any
+    step: int = 0
+    ref_model: Any = None
+    ref_forget_logp: torch.Tensor | None = None
+    ref_refusal_logp_cache: torch.Tensor | None = None
+
+    def ref_logp(self, batch: dict) -> torch.Tensor:
+        return self.ref_forget_logp[batch["index"]]
+
+    def ref_refusal_logp(self, batch: dict) -> torch.Tensor:
+        return self.ref_refusal_logp_cache[batch["index"]]
+
+
+@dataclass
+class UnlearnLog:
+    method: str
+    steps: int = 0
+    status: str = "done"  # done | stopped_target | nonfinite | interrupted
+    message: str = ""
+    seconds: float = 0.0
+    tokens: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+def refusals() -> list[str]:
+    """TOFU's 100 refusal strings (MIT licence, shipped in obliviate/data/resources)."""
+    text = resources.files("obliviate.data").joinpath("resources/idontknow.jsonl").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+class _Items(torch.utils.data.Dataset):
+    def __init__(self, encoded: list[Encoded], refusal: list[Encoded] | None = None):
+        self.encoded, self.refusal = encoded, refusal
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+def _collate_fn(ds: _Items, pad: int):
+    def fn(index: list[int]) -> dict:
+        batch = collate([ds.encoded[i] for i in index], pad, index)
+        if ds.refusal is not None:
+            batch["refusal"] = collate([ds.refusal[i] for i in index], pad, index)
+        return batch
+    return fn
+
+
+@torch.no_grad()
+def _cached_logp(model, encoded: list[Encoded], pad: int, batch_size: int, device) -> torch.Tensor:
+    out = torch.empty(len(encoded), dtype=torch.float32)
+    for start in range(0, len(encoded), batch_size):
+        idx = list(range(start, min(len(encoded), start + batch_size)))
+        batch = {k: v.to(device) for k, v in collate([encoded[i] for i in idx], pad, idx).items()}
+        out[idx] = sequence_logp(model, batch).float().cpu()
+    return out.to(device)
+
+
+def _tokens(batch: dict) -> int:
+    return int(batch["attention_mask"].sum())
+
+
+def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator: Accelerator | None = None,
+            desc: str | None = None) -> UnlearnLog:
+    """Unlearn `task.forget` from `model` in place with `cfg.method`; returns the run's log."""
+    method: Method = get_method(cfg.method)
+    params = make_params(method, cfg.params)
+    task.validate()
+    if any(it.is_text for it in task.forget) and method.refusals:
+        raise DataError(f"method {method.name!r} needs questions to refuse; the forget set is raw text")
+    set_seed(cfg.seed)
+    accelerator = accelerator or Accelerator(gradient_accumulation_steps=cfg.grad_accum,
+                                             mixed_precision=cfg.mixed_precision)
+    pad = pad_id_of(tokenizer)
+    forget_enc = encode_items(tokenizer, task.forget, cfg.max_length)
+    retain_enc = encode_items(tokenizer, task.retain, cfg.max_length)
+    refusal_enc = None
+    if method.refusals:
+        pool, rng = refusals(), random.Random(cfg.seed)
+        refusal_enc = [encode(tokenizer, it.question, rng.choice(pool), cfg.max_length) for it in task.forget]
+
+    device = accelerator.device
+    model.to(device)
+    ctx = UnlearnContext(params=params)
+    if method.ref_logp:
+        model.eval()
+        ctx.ref_forget_logp = _cached_logp(model, forget_enc, pad, cfg.batch_size * 4, device)
+        if refusal_enc is not None:
+            ctx.ref_refusal_logp_cache = _cached_logp(model, refusal_enc, pad, cfg.batch_size * 4, device)
+    if method.ref_model:
+        ctx.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    forget_ds, retain_ds = _Items(forget_enc, refusal_enc), _Items(retain_enc)
+    forget_dl = DataLoader(forget_ds, batch_size=cfg.batch_size, shuffle=True, generator=g,
+                           collate_fn=_collate_fn(forget_ds, pad))
+    retain_dl = DataLoader(retain_ds, batch_size=cfg.batch_size, shuffle=True,
+                           generator=torch.Generator().manual_seed(cfg.seed + 1),
+                           collate_fn=_collate_fn(retain_ds, pad))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(forget_dl) / cfg.grad_accum)
+    total = cfg.max_steps or max(1, cfg.epochs * steps_per_epoch)
+    warmup = int(cfg.warmup_ratio * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    model, opt, forget_dl, retain_dl, sched = accelerator.prepare(model, opt, forget_dl, retain_dl, sched)
+    retain_iter = itertools.cycle(retain_dl) if method.uses_retain else None
+
+    log = UnlearnLog(method=method.name)
+    t0 = time.perf_counter()
+    model.train()
+    try:
+        with progress() as bar:
+            ptask = bar.add_task(desc or f"unlearning ({method.name})", total=total)
+            while log.steps < total and log.status == "done":
+                for forget_batch in forget_dl:
+                    retain_batch = next(retain_iter) if retain_iter is not None else None
+                    with accelerator.accumulate(model):
+                        loss = method.loss(model, forget_batch, retain_batch, ctx)
+                        if not torch.isfinite(loss):
+                            log.status = "nonfinite"
+                            log.message = (f"{method.name}: the loss became {float(loss)} at step {log.steps}; "
+                                           "stopped before the update, keeping the last good weights "
+                                           "(try a lower lr or a larger beta)")
+                            break
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients:
+                            norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                            if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
+                                opt.zero_grad(set_to_none=True)
+                                log.status = "nonfinite"
+                                log.message = (f"{method.name}: non-finite gradient at step {log.steps}; "
+                                               "stopped before the update, keeping the last good weights")
+                                break
+                        opt.step()
+                        sched.step()
+                        opt.zero_grad(set_to_none=True)
+                    log.tokens += _tokens(forget_batch) + (_tokens(retain_batch) if retain_batch else 0)
+                    if not accelerator.sync_gradients:
+                        continue
+                    log.steps += 1
+                    ctx.step = log.steps
+                    log.losses.append(float(loss.detach()))
+                    bar.update(ptask, advance=1, description=f"{desc or method.name} loss {log.losses[-1]:.3f}")
+                    if cfg.stop_forget_acc is not None and log.steps % cfg.check_every == 0:
+                        from obliviate.evaluate import greedy_accuracy
+
+                        model.eval()
+                        acc = greedy_accuracy(accelerator.unwrap_model(model), tokenizer, task.forget_eval)
+                        model.train()
+                        if acc <= cfg.stop_forget_acc:
+                            log.status = "stopped_target"
+                            log.message = f"forget accuracy {acc:.3f} <= {cfg.stop_forget_acc} at step {log.steps}"
+                            break
+                    if log.steps >= total:
+                        break
+    except KeyboardInterrupt:
+        log.status = "interrupted"
+        log.message = f"interrupted at step {log.steps}; the weights reached so far are kept"
+    log.seconds = time.perf_counter() - t0
+    model.eval()
+    unwrapped = accelerator.unwrap_model(model)
+    accelerator.free_memory()
+    del ctx.ref_model
+    if unwrapped is not model:
+        model = unwrapped
+    return log
