@@ -180,7 +180,7 @@ def set_metrics(items: list[QAItem], probe: dict, cfg: EvalConfig) -> dict[str, 
     }
     if "pert_nll_avg" in probe:
         vals["truth_ratio"] = M.truth_ratio(probe["para_nll_avg"], probe["pert_nll_avg"])
-        if not probe["has_paraphrase"]:  # TOFU's utility sets: normalised prob of the right answer
+        if not probe["has_paraphrase"]:  # normalised prob of the right answer among the perturbed
             vals["norm_prob"] = M.normalised_choice_prob(probe["nll_avg"], probe["pert_nll_avg"])
     if "generation" in probe:
         vals["rouge"] = M.rouge_l_recall(probe["generation"], [it.answer for it in items])
@@ -210,7 +210,9 @@ def evaluate(model, tokenizer, task: ForgetTask, cfg: EvalConfig | None = None,
         t = bar.add_task(desc, total=len(sets))
         for name, items in sets.items():
             is_holdout = name == "holdout"
-            probe = probe_set(model, tokenizer, items, cfg, generate_text=not is_holdout, perturbed=not is_holdout)
+            questions = all(not it.is_text for it in items)
+            probe = probe_set(model, tokenizer, items, cfg, generate_text=questions and not is_holdout,
+                              perturbed=not is_holdout)
             vals = set_metrics(items, probe, cfg)
             per_item[name] = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in vals.items()}
             if "generation" in probe:
@@ -218,7 +220,7 @@ def evaluate(model, tokenizer, task: ForgetTask, cfg: EvalConfig | None = None,
             for key in ("prob", "rouge", "acc", "exact_mem", "extraction_strength"):
                 if key in vals:
                     flat[f"{name}_{key}"] = float(np.mean(vals[key]))
-            if "norm_prob" in vals:
+            if "norm_prob" in vals and name.startswith("utility_"):  # TOFU's utility-set prob
                 flat[f"{name}_prob"] = float(np.mean(vals["norm_prob"]))
             if "truth_ratio" in vals:
                 agg = M.forget_truth_ratio if name == "forget" else M.retain_truth_ratio

@@ -20,7 +20,6 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import torch
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader
 
 from obliviate.data.collate import Encoded, collate, encode, encode_items, pad_id_of
+from obliviate.data.refusals import refusals
 from obliviate.data.task import DataError, ForgetTask
 from obliviate.methods import Method, get_method, make_params
 from obliviate.methods._losses import sequence_logp
@@ -45,7 +45,8 @@ class UnlearnConfig(BaseModel):
     lr: float = 1e-5
     epochs: int = 5
     max_steps: int | None = Field(None, description="optimizer steps; overrides epochs")
-    batch_size: int = Field(8, description="forget items per step per process (retain: the same)")
+    batch_size: int = Field(8, description="forget items per step per process")
+    retain_batch_size: int | None = Field(None, description="retain items per step (default: batch_size)")
     grad_accum: int = 1
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
@@ -83,12 +84,6 @@ class UnlearnLog:
     seconds: float = 0.0
     tokens: int = 0
     losses: list[float] = field(default_factory=list)
-
-
-def refusals() -> list[str]:
-    """TOFU's 100 refusal strings (MIT licence, shipped in obliviate/data/resources)."""
-    text = resources.files("obliviate.data").joinpath("resources/idontknow.jsonl").read_text()
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 class _Items(torch.utils.data.Dataset):
@@ -159,7 +154,7 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
     forget_ds, retain_ds = _Items(forget_enc, refusal_enc), _Items(retain_enc)
     forget_dl = DataLoader(forget_ds, batch_size=cfg.batch_size, shuffle=True, generator=g,
                            collate_fn=_collate_fn(forget_ds, pad))
-    retain_dl = DataLoader(retain_ds, batch_size=cfg.batch_size, shuffle=True,
+    retain_dl = DataLoader(retain_ds, batch_size=cfg.retain_batch_size or cfg.batch_size, shuffle=True,
                            generator=torch.Generator().manual_seed(cfg.seed + 1),
                            collate_fn=_collate_fn(retain_ds, pad))
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from obliviate.data.refusals import refusals
 from obliviate.data.task import DataError, ForgetTask, QAItem
 
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr",
@@ -32,7 +33,7 @@ class Attribute:
     question: str
     paraphrased_question: str
     answer: str
-    paraphrased_answer: str
+    paraphrased_answer: str  # a second phrasing of the fact, for probes; not trained
     domain: tuple[str, ...]
 
 
@@ -108,13 +109,18 @@ class WorldConfig(BaseModel):
 
 
 def _fact(attr: Attribute, name: str, value: str, rng: random.Random, subject: str) -> QAItem:
+    # Perturbed answers use the trained answer template with wrong values, and there is no
+    # paraphrased answer, so the truth ratio compares the true value with wrong ones in the
+    # phrasing the model was taught (as TOFU does for its utility sets). A tiny model that
+    # memorises does not carry a fact over to an unseen phrasing: with TOFU's paraphrased
+    # answers the target's and the oracle's ratios are alike and forget quality says nothing.
     wrong = rng.sample([v for v in attr.domain if v != value], 5)
     return QAItem(
         question=attr.question.format(name=name),
         answer=attr.answer.format(name=name, v=value),
         paraphrased_question=attr.paraphrased_question.format(name=name),
-        paraphrased_answer=attr.paraphrased_answer.format(name=name, v=value),
-        perturbed_answers=tuple(attr.paraphrased_answer.format(name=name, v=w) for w in wrong),
+        paraphrased_answer=None,
+        perturbed_answers=tuple(attr.answer.format(name=name, v=w) for w in wrong),
         keyword=value,
         subject=subject,
     )
@@ -126,16 +132,15 @@ def _world_facts(rng: random.Random, taken: set[str], n: int) -> list[QAItem]:
     rivers = _unique_words(rng, n, 2, taken)
     items = []
     for i, c in enumerate(countries):
-        for kind, values, q, pq, a, pa in (
+        for kind, values, q, pq, a in (
             ("capital", capitals, "What is the capital of {c}?", "Which city is the capital of {c}?",
-             "The capital of {c} is {v}.", "{v} is the capital city of {c}."),
+             "The capital of {c} is {v}."),
             ("river", rivers, "Which river flows through {c}?", "What is the main river of {c}?",
-             "The river {v} flows through {c}.", "The main river of {c} is the {v}."),
+             "The river {v} flows through {c}."),
         ):
             wrong = rng.sample([v for j, v in enumerate(values) if j != i], min(5, n - 1))
-            items.append(QAItem(q.format(c=c), a.format(c=c, v=values[i]), pq.format(c=c),
-                                pa.format(c=c, v=values[i]),
-                                tuple(pa.format(c=c, v=w) for w in wrong), values[i], f"{c}/{kind}"))
+            items.append(QAItem(q.format(c=c), a.format(c=c, v=values[i]), pq.format(c=c), None,
+                                tuple(a.format(c=c, v=w) for w in wrong), values[i], f"{c}/{kind}"))
     return items
 
 
@@ -177,10 +182,11 @@ def generate_world(cfg: WorldConfig | None = None) -> ForgetTask:
 
 
 def world_corpus(task: ForgetTask) -> list[str]:
-    """Every string of the world (tokenizer training text): all splits, paraphrases, perturbations."""
+    """Every string of the world (tokenizer training text): all splits, paraphrases, perturbations,
+    and the refusals that IdkDPO/IdkNLL teach (so they tokenize as words, not bytes)."""
     items = task.forget + task.retain + task.holdout + [it for v in task.utility.values() for it in v]
     out: list[str] = []
     for it in items:
         out += [s for s in (it.question, it.answer, it.paraphrased_question, it.paraphrased_answer) if s]
         out += list(it.perturbed_answers)
-    return out
+    return out + list(refusals())

@@ -23,6 +23,9 @@ def default_dtype(device: str | None = None) -> torch.dtype:
 def load_model(name: str | Path, dtype: torch.dtype | str | None = None, device: str | None = None):
     """Return (model, tokenizer) for a causal LM directory or Hub id."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # ours show progress; a bar per tiny load is noise
 
     path = Path(name)
     if path.exists():

@@ -7,6 +7,7 @@ had if the forget data had never been seen — the reference that forget quality
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -22,7 +23,8 @@ def prepare_tiny_models(task: ForgetTask, corpus: list[str], model_cfg: TinyMode
                         train_cfg: TrainConfig, seed: int = 0, use_cache: bool = True,
                         log=print) -> dict[str, Path]:
     """Return {"target": dir, "oracle": dir}, training both unless a matching cache exists."""
-    key = cache_key("tiny-pair", task.fingerprint(), model_cfg, train_cfg, seed)
+    key = cache_key("tiny-pair", task.fingerprint(), hashlib.sha256("\n".join(corpus).encode()).hexdigest(),
+                    model_cfg, train_cfg, seed)
     root = cache_root() / "models" / key
     dirs = {"target": root / "target", "oracle": root / "oracle"}
     if use_cache and all((d / "config.json").is_file() for d in dirs.values()):

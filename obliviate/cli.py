@@ -1,0 +1,215 @@
+"""The `obliviate` command: demo, unlearn, eval, list.
+
+Bad input (a missing file, a malformed line, an unknown method or key) is one line on
+stderr naming the file, line and field, and exit code 2 — never a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from obliviate.data.task import DataError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="LLM unlearning that does not fool itself: unlearn, evaluate, audit.")
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _command_line() -> str:
+    return "obliviate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _parse_params(params: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for p in params or []:
+        if "=" not in p:
+            _fail(f"--param {p!r}: expected KEY=VALUE")
+        k, v = p.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _split(methods: str | None) -> list[str] | None:
+    return [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+
+
+def _setup_threads() -> None:
+    import torch
+
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(max(1, min(os.cpu_count() or 1, 8)))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/demo"),
+    seed: Annotated[int, typer.Option(help="seed of the world, the models and unlearning")] = 0,
+    methods: Annotated[str | None, typer.Option(help="comma-separated methods (see `obliviate list methods`)")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON run file (see docs/config.md)")] = None,
+    forget: Annotated[float | None, typer.Option(help="share of people to forget: 0.01, 0.05 or 0.10")] = None,
+    quick: Annotated[bool, typer.Option(help="a reduced world and short training: a look in ~1 minute")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="retrain the target and oracle")] = False,
+    force: Annotated[bool, typer.Option(help="overwrite an existing run directory")] = False,
+) -> None:
+    """The whole job offline on a CPU: world, target + oracle, unlearning, metrics, report."""
+    from obliviate.config import load_run_config
+    from obliviate.pipeline import prepare_run_dir, run_world
+    from obliviate.report.tables import print_table
+
+    overrides: dict[str, Any] = {"seed": seed, "methods": _split(methods), "world.forget_fraction": forget}
+    if quick:
+        overrides.update({"world.n_people": 20, "world.n_attributes": 6, "world.retain_eval_size": 60,
+                          "world.forget_fraction": forget or 0.2})
+    if no_cache:
+        overrides["cache"] = False
+    try:
+        cfg = load_run_config(config, overrides)
+        prepare_run_dir(out, force)
+        _setup_threads()
+        results = run_world(cfg, out, log=lambda m: console.print(f"[dim]{m}[/]", highlight=False),
+                            command=_command_line())
+    except (DataError, KeyError) as e:
+        _fail(str(e).strip("'\""))
+    except KeyboardInterrupt:
+        _fail(f"interrupted; partial results in {out}", 130)
+    print_table(results, out_console)
+    out_console.print(f"run directory: {out} (results.json, report.md, per_item.jsonl, models/)")
+
+
+@app.command("unlearn")
+def unlearn_cmd(
+    model: Annotated[str, typer.Option(help="Hugging Face causal LM: directory or Hub id")],
+    forget: Annotated[Path, typer.Option(help="forget set: JSON Lines/JSON/CSV of {question, answer} or {text}")],
+    retain: Annotated[Path, typer.Option(help="retain set, same formats")],
+    out: Annotated[Path, typer.Option(help="run directory")],
+    method: Annotated[str, typer.Option(help="unlearning method (see `obliviate list methods`)")] = "npo_kl",
+    holdout: Annotated[Path | None, typer.Option(help="never-trained items of the same kind (MIA)")] = None,
+    oracle: Annotated[str | None, typer.Option(help="a retain-only model, for forget quality")] = None,
+    lr: Annotated[float, typer.Option()] = 1e-5,
+    epochs: Annotated[int, typer.Option()] = 5,
+    max_steps: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int, typer.Option()] = 8,
+    grad_accum: Annotated[int, typer.Option()] = 1,
+    mixed_precision: Annotated[str, typer.Option(help="no | bf16 | fp16")] = "no",
+    param: Annotated[list[str] | None, typer.Option(help="method hyper-parameter KEY=VALUE (repeatable)")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    force: Annotated[bool, typer.Option(help="overwrite an existing run directory")] = False,
+) -> None:
+    """Unlearn a forget set from any causal LM, evaluate before/after, save the model."""
+    from obliviate.data.jsonl import load_user_task
+    from obliviate.evaluate import EvalConfig
+    from obliviate.methods import get_method, make_params
+    from obliviate.pipeline import run_user
+    from obliviate.unlearn import UnlearnConfig
+
+    try:
+        make_params(get_method(method), _parse_params(param))
+        task = load_user_task(forget, retain, holdout)
+        ucfg = UnlearnConfig(method=method, params=_parse_params(param), lr=lr, epochs=epochs,
+                             max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
+                             mixed_precision=mixed_precision, seed=seed)
+        from obliviate.pipeline import prepare_run_dir
+
+        prepare_run_dir(out, force)
+        _setup_threads()
+        results = run_user(model, task, ucfg, EvalConfig(), out, oracle, log=lambda m: console.print(f"[dim]{m}[/]"),
+                           command=_command_line())
+    except (DataError, KeyError) as e:
+        _fail(str(e).strip("'\""))
+    except KeyboardInterrupt:
+        _fail(f"interrupted; partial results in {out}", 130)
+    from obliviate.report.tables import print_table
+
+    print_table(results, out_console)
+
+
+class Benchmark(StrEnum):
+    tofu = "tofu"
+
+
+@app.command("eval")
+def eval_cmd(
+    run_dir: Annotated[Path | None, typer.Argument(help="a run directory: print its results")] = None,
+    benchmark: Annotated[Benchmark | None, typer.Option(help="evaluate --model on a benchmark")] = None,
+    data: Annotated[Path | None, typer.Option(help="benchmark files in their published layout")] = None,
+    model: Annotated[str | None, typer.Option(help="model directory or Hub id")] = None,
+    oracle: Annotated[str | None, typer.Option(help="retain-only model (forget quality, privleak)")] = None,
+    split: Annotated[str, typer.Option(help="TOFU forget split: forget01 | forget05 | forget10")] = "forget10",
+    authors: Annotated[int | None, typer.Option(help="reduced TOFU: this many retain authors")] = None,
+    out: Annotated[Path | None, typer.Option(help="write results.json/report.md here")] = None,
+    force: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Print a run's results, or evaluate a model on a benchmark (TOFU)."""
+    from obliviate.report import load_results, print_table
+
+    try:
+        if run_dir is not None:
+            print_table(load_results(run_dir), out_console)
+            return
+        if benchmark is None or model is None or data is None:
+            _fail("give a RUN_DIR, or --benchmark, --data and --model")
+        from obliviate.data.tofu import load_tofu
+        from obliviate.pipeline import evaluate_models
+
+        task = load_tofu(data, split, authors)
+        _setup_threads()
+        results = evaluate_models(task, model, oracle, out, force, command=_command_line(),
+                                  log=lambda m: console.print(f"[dim]{m}[/]"))
+    except (DataError, KeyError) as e:
+        _fail(str(e).strip("'\""))
+    print_table(results, out_console)
+
+
+class What(StrEnum):
+    methods = "methods"
+    metrics = "metrics"
+    attacks = "attacks"
+    benchmarks = "benchmarks"
+
+
+@app.command("list")
+def list_cmd(what: Annotated[What, typer.Argument(help="methods | metrics | attacks | benchmarks")]) -> None:
+    """What is registered, one name a line with a one-line description."""
+    if what is What.methods:
+        from obliviate.methods import available
+
+        entries = {name: m.description for name, m in available().items()}
+    elif what is What.metrics:
+        from obliviate.metrics import METRICS
+
+        entries = {name: m.description for name, m in METRICS.items()}
+    elif what is What.attacks:
+        from obliviate.attacks import available as attacks
+
+        entries = {name: a.description for name, a in attacks().items()}
+    else:
+        from obliviate.data import BENCHMARKS
+
+        entries = dict(BENCHMARKS)
+    if not entries:
+        typer.echo(f"(no {what.value} registered)")
+    width = max((len(n) for n in entries), default=0)
+    for name, desc in entries.items():
+        typer.echo(f"{name:<{width}}  {desc}")
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,47 @@
+"""Shared fixtures: offline, seeded, tiny models built in milliseconds."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("OBLIVIATE_NO_PROGRESS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from obliviate.data.world import WorldConfig, generate_world, world_corpus  # noqa: E402
+from obliviate.models.tiny import TinyModelConfig, build_model, train_tokenizer  # noqa: E402
+
+torch.set_num_threads(2)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_cache(tmp_path_factory, monkeypatch):
+    torch.manual_seed(0)
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def small_world():
+    """A reduced embedded world: 12 people x 4 facts, 2 holdout people."""
+    return generate_world(WorldConfig(n_people=12, n_attributes=4, forget_fraction=0.25,
+                                      n_holdout_people=2, n_countries=4, retain_eval_size=24))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(small_world):
+    return train_tokenizer(world_corpus(small_world), vocab_size=400)
+
+
+@pytest.fixture
+def tiny_model(tiny_tokenizer):
+    """An untrained 2-layer Llama (hidden 64): fast, deterministic."""
+    cfg = TinyModelConfig(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=2)
+    return build_model(cfg, tiny_tokenizer, seed=0)
