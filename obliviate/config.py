@@ -24,15 +24,15 @@ from obliviate.unlearn import UnlearnConfig
 # a 1M-parameter model in a few steps, so each method gets an lr that forgets the forget
 # people while keeping retain accuracy close to the target's.
 WORLD_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ga": {"lr": 1e-4},
-    "gd": {"lr": 2e-4},
-    "ga_kl": {"lr": 1e-4},
-    "npo": {"lr": 1e-4},
-    "npo_gd": {"lr": 2e-4},
-    "npo_kl": {"lr": 2e-4},
-    "simnpo": {"lr": 3e-4},
-    "idk_dpo": {"lr": 1e-4},
-    "idk_nll": {"lr": 1e-4},
+    "ga": {"lr": 1.5e-4},
+    "gd": {"lr": 3e-4, "params": {"alpha": 5.0}},
+    "ga_kl": {"lr": 2e-4, "params": {"alpha": 5.0}},
+    "npo": {"lr": 1.5e-4},
+    "npo_gd": {"lr": 2e-4, "params": {"alpha": 5.0}},
+    "npo_kl": {"lr": 2e-4, "params": {"alpha": 10.0}},
+    "simnpo": {"lr": 1e-3},
+    "idk_dpo": {"lr": 1e-3},
+    "idk_nll": {"lr": 1e-3},
 }
 
 
@@ -46,17 +46,21 @@ class RunConfig(BaseModel):
     world: WorldConfig = Field(default_factory=WorldConfig)
     model: TinyModelConfig = Field(default_factory=TinyModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    unlearn: UnlearnConfig = Field(default_factory=lambda: UnlearnConfig(epochs=10))
+    unlearn: UnlearnConfig = Field(default_factory=lambda: UnlearnConfig(epochs=10, retain_batch_size=32))
     method_overrides: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {k: dict(v) for k, v in WORLD_METHOD_DEFAULTS.items()},
-        description="per-method UnlearnConfig fields (lr, epochs, params, ...)")
+        default_factory=dict,
+        description="per-method UnlearnConfig fields (lr, epochs, params, ...), on top of WORLD_METHOD_DEFAULTS")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     cache: bool = True
     save_models: bool = True
 
     def unlearn_config(self, method: str) -> UnlearnConfig:
         """The shared unlearning settings with this method's overrides on top."""
-        merged = self.unlearn.model_dump() | self.method_overrides.get(method, {}) | {"method": method}
+        merged = self.unlearn.model_dump()
+        for layer in (WORLD_METHOD_DEFAULTS.get(method, {}), self.method_overrides.get(method, {})):
+            merged |= {k: v for k, v in layer.items() if k != "params"}
+            merged["params"] = {**merged["params"], **layer.get("params", {})}
+        merged["method"] = method
         merged["seed"] = self.seed
         try:
             return UnlearnConfig(**merged)

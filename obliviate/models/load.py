@@ -37,17 +37,22 @@ def load_model(name: str | Path, dtype: torch.dtype | str | None = None, device:
         config = AutoConfig.from_pretrained(str(name))
     except (OSError, ValueError) as e:
         raise DataError(f"{name}: cannot read the model config ({str(e).splitlines()[0]})") from e
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
     archs = getattr(config, "architectures", None) or []
-    if archs and not any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
-        raise DataError(f"{name}: not a causal language model (architectures: {', '.join(archs)})")
+    causal = (any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) if archs
+              else config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    if not causal:
+        what = ", ".join(archs) or f"model_type {config.model_type!r}"
+        raise DataError(f"{name}: not a causal language model ({what})")
     if isinstance(dtype, str):
         dtype = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
                  "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}[dtype]
     dtype = dtype or default_dtype(device)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(name), dtype=dtype)
-    except ValueError as e:
-        raise DataError(f"{name}: not a causal language model ({str(e).splitlines()[0]})") from e
+    except (OSError, ValueError) as e:
+        raise DataError(f"{name}: cannot load the model ({str(e).splitlines()[0]})") from e
     tokenizer = AutoTokenizer.from_pretrained(str(name))
     if device:
         model.to(device)

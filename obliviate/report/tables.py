@@ -6,15 +6,15 @@ import math
 from typing import Any
 
 SUMMARY_METRICS = [
-    ("forget_acc", "forget acc", "lower"),
-    ("retain_acc", "retain acc", "higher"),
-    ("forget_prob", "forget prob", "lower"),
-    ("forget_rouge", "forget ROUGE", "lower"),
+    ("forget_acc", "forget acc", "↓"),
+    ("retain_acc", "retain acc", "↑"),
+    ("forget_prob", "forget prob", "↓"),
+    ("forget_rouge", "forget ROUGE", "↓"),
     ("forget_truth_ratio", "forget TR", ""),
-    ("forget_quality", "forget quality", "higher"),
-    ("model_utility", "model utility", "higher"),
-    ("privleak", "privleak", "near 0"),
-    ("mia_min_k_auc", "MinK AUC", "near oracle"),
+    ("forget_quality", "forget quality", "↑"),
+    ("model_utility", "model utility", "↑"),
+    ("privleak", "privleak", "→0"),
+    ("mia_min_k_auc", "MinK AUC", "→oracle"),
 ]
 
 
@@ -32,7 +32,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    head = ["model"] + [f"{label} ({better})" if better else label for _, label, better in SUMMARY_METRICS]
+    head = ["model"] + [f"{label} {better}".strip() for _, label, better in SUMMARY_METRICS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
     return "\n".join(lines)
@@ -43,10 +43,12 @@ def print_table(results: dict[str, Any], console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 140)
     table = Table(title=f"{results.get('benchmark', '')} — seed {results.get('seed', '')}")
     table.add_column("model", style="bold")
     for _, label, better in SUMMARY_METRICS:
-        table.add_column(f"{label}\n({better})" if better else label, justify="right")
+        table.add_column(f"{label} {better}".strip(), justify="right", overflow="fold")
     for r in rows(results):
         table.add_row(*r)
     console.print(table)

@@ -1,0 +1,75 @@
+"""The demo end to end on a reduced world: train target + oracle, unlearn, evaluate, report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from obliviate.config import RunConfig
+from obliviate.models.load import load_model
+from obliviate.pipeline import run_world
+from obliviate.report import load_results
+
+REDUCED = {
+    "methods": ["gd", "npo_kl"],
+    "world": {"n_people": 16, "n_attributes": 4, "forget_fraction": 0.25, "n_holdout_people": 2,
+              "n_countries": 4, "retain_eval_size": 40},
+    "model": {"vocab_size": 512, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2},
+    "train": {"max_epochs": 60, "target_acc": 0.95, "check_every": 5},
+}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    logs: list[str] = []
+    results = run_world(RunConfig(**REDUCED), out, log=logs.append)
+    return out, results, logs
+
+
+def test_demo_forgets_and_keeps(demo_run):
+    _, results, _ = demo_run
+    m = {name: e["metrics"] for name, e in results["models"].items()}
+    assert m["target"]["forget_acc"] >= 0.9
+    assert m["oracle"]["forget_acc"] <= 0.4  # never saw the forget people: near chance
+    for method in ("gd", "npo_kl"):
+        assert m[method]["forget_acc"] <= m["target"]["forget_acc"] - 0.5, method
+        assert m[method]["retain_acc"] >= m["target"]["retain_acc"] - 0.15, method
+        assert m[method]["forget_quality"] > m["target"]["forget_quality"], method
+    assert m["oracle"]["forget_quality"] == pytest.approx(1.0)
+    assert m["target"]["privleak"] < -50  # the target exposes its forget set
+    for name in m:
+        for key in ("forget_acc", "retain_acc", "forget_prob", "forget_rouge", "forget_truth_ratio",
+                    "forget_quality", "model_utility", "privleak", "mia_min_k_auc"):
+            assert key in m[name], (name, key)
+
+
+def test_run_directory_round_trips(demo_run):
+    out, results, _ = demo_run
+    for f in ("results.json", "report.md", "config.yaml", "per_item.jsonl", "provenance.json"):
+        assert (out / f).is_file(), f
+    loaded = load_results(out)
+    assert loaded["status"] == "done"
+    assert loaded["models"]["gd"]["metrics"]["forget_acc"] == pytest.approx(
+        results["models"]["gd"]["metrics"]["forget_acc"])
+    rows = [json.loads(line) for line in (out / "per_item.jsonl").read_text().splitlines()]
+    forget_rows = [r for r in rows if r["model"] == "gd" and r["set"] == "forget"]
+    assert len(forget_rows) == 16  # 4 forget people x 4 facts
+    assert all("generation" in r and "truth_ratio" in r for r in forget_rows)
+    assert "| gd |" in (out / "report.md").read_text()
+    # the saved unlearned model reloads and is not the target
+    model, _ = load_model(out / "models" / "gd")
+    target, _ = load_model(out / "models" / "target")
+    assert any((a != b).any() for a, b in zip(model.parameters(), target.parameters(), strict=True))
+
+
+def test_second_run_reuses_cache(demo_run, tmp_path):
+    _, results, _ = demo_run
+    logs: list[str] = []
+    cfg = RunConfig(**{**REDUCED, "methods": ["gd"]})
+    again = run_world(cfg, tmp_path, log=logs.append)
+    assert any("using cached target and oracle" in line for line in logs)
+    assert again["models"]["target"]["metrics"] == results["models"]["target"]["metrics"]
+    # same seed -> same unlearning result
+    assert again["models"]["gd"]["metrics"]["forget_acc"] == results["models"]["gd"]["metrics"]["forget_acc"]
