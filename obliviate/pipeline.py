@@ -118,6 +118,7 @@ def run_world(cfg: RunConfig, out: Path, log=print, command: str = "obliviate de
         get_method(m)  # fail on an unknown name before any training
     world_cfg = cfg.world.model_copy(update={"seed": cfg.seed})
     task = generate_world(world_cfg)
+    out.mkdir(parents=True, exist_ok=True)
     dump_run_config(cfg, out / "config.yaml")
     (out / "provenance.json").write_text(json.dumps(provenance(), indent=1))
     log(f"world: {len(task.forget)} forget / {len(task.retain)} retain facts, "

@@ -159,12 +159,16 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
                            collate_fn=_collate_fn(retain_ds, pad))
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, opt_acc, forget_dl, retain_dl = accelerator.prepare(model, opt, forget_dl, retain_dl)
+    # After prepare: len(forget_dl) is this process's share of the batches.
     steps_per_epoch = math.ceil(len(forget_dl) / cfg.grad_accum)
     total = cfg.max_steps or max(1, cfg.epochs * steps_per_epoch)
     warmup = int(cfg.warmup_ratio * total)
+    # Not accelerate-prepared (a prepared scheduler steps num_processes times per optimizer
+    # step): stepped by hand, once per optimizer step.
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
-    model, opt, forget_dl, retain_dl, sched = accelerator.prepare(model, opt, forget_dl, retain_dl, sched)
+    opt = opt_acc
     retain_iter = itertools.cycle(retain_dl) if method.uses_retain else None
 
     log = UnlearnLog(method=method.name)
@@ -180,7 +184,7 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
                         loss = method.loss(model, forget_batch, retain_batch, ctx)
                         if not torch.isfinite(loss):
                             log.status = "nonfinite"
-                            log.message = (f"{method.name}: the loss became {float(loss)} at step {log.steps}; "
+                            log.message = (f"{method.name}: the loss became {float(loss.detach())} at step {log.steps}; "
                                            "stopped before the update, keeping the last good weights "
                                            "(try a lower lr or a larger beta)")
                             break
@@ -194,7 +198,8 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
                                                "stopped before the update, keeping the last good weights")
                                 break
                         opt.step()
-                        sched.step()
+                        if accelerator.sync_gradients:
+                            sched.step()
                         opt.zero_grad(set_to_none=True)
                     log.tokens += _tokens(forget_batch) + (_tokens(retain_batch) if retain_batch else 0)
                     if not accelerator.sync_gradients:

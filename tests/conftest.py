@@ -16,7 +16,7 @@ import torch  # noqa: E402
 from obliviate.data.world import WorldConfig, generate_world, world_corpus  # noqa: E402
 from obliviate.models.tiny import TinyModelConfig, build_model, train_tokenizer  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models: a second thread only adds contention
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

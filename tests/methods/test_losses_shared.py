@@ -163,7 +163,7 @@ def test_retain_loss_dispatch():
 
 
 def _hand_npo(logp: list[float], ref: list[float], beta: float) -> float:
-    terms = [math.log(1.0 / (1.0 + math.exp(beta * (lp - r)))) for lp, r in zip(logp, ref)]  # log sigmoid(-b*d)
+    terms = [math.log(1.0 / (1.0 + math.exp(beta * (lp - r)))) for lp, r in zip(logp, ref, strict=True)]  # log sigmoid(-b*d)
     return -(2.0 / beta) * sum(terms) / len(terms)
 
 

@@ -27,7 +27,7 @@ def batches(small_world, tiny_tokenizer):
     tok, pad = tiny_tokenizer, pad_id_of(tiny_tokenizer)
     forget_items = [small_world.forget[i] for i in FORGET_INDEX]
     forget = collate([encode(tok, it.question, it.answer) for it in forget_items], pad, FORGET_INDEX)
-    forget["refusal"] = collate([encode(tok, it.question, r) for it, r in zip(forget_items, REFUSALS)], pad,
+    forget["refusal"] = collate([encode(tok, it.question, r) for it, r in zip(forget_items, REFUSALS, strict=True)], pad,
                                 FORGET_INDEX)
     retain = collate([encode(tok, it.question, it.answer) for it in small_world.retain[:4]], pad)
     # the toy must have prompt and padding positions for the masking to be exercised

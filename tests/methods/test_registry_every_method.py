@@ -3,6 +3,7 @@
 Parametrised over `available()`: a method is covered here the moment it registers.
 """
 
+import math
 import random
 from dataclasses import dataclass, fields
 
@@ -11,9 +12,10 @@ import torch
 
 import obliviate.methods as methods
 from obliviate.data.collate import collate, encode, encode_items, pad_id_of
+from obliviate.data.refusals import refusals
 from obliviate.methods import available, get_method, make_params, register
 from obliviate.methods._losses import nll_mean
-from obliviate.unlearn import UnlearnConfig, refusals, unlearn
+from obliviate.unlearn import UnlearnConfig, unlearn
 
 METHODS = sorted(available())
 
@@ -95,6 +97,17 @@ def test_method_moves_its_forget_measure(name, small_world, tiny_model, tiny_tok
         assert after > before + 0.05, f"{name}: forget NLL {before:.4f} -> {after:.4f}"
 
 
+@pytest.mark.parametrize("name, params", [("npo", {}), ("npo_gd", {"alpha": 0.0}), ("npo_kl", {}),
+                                          ("idk_dpo", {"alpha": 0.0})])
+def test_cached_reference_is_the_model_at_step_0(name, params, small_world, tiny_model, tiny_tokenizer):
+    """At the first step theta = ref, so the NPO/DPO term is (2/beta) log 2 (and the KL to the
+    frozen copy is 0) -- provided the loop cached the reference log-probs of the right items: the
+    batches are shuffled, so a cache read by position instead of batch["index"] gives another value."""
+    log = unlearn(tiny_model, tiny_tokenizer, small_world,
+                  UnlearnConfig(method=name, params=params, lr=1e-3, max_steps=1, batch_size=4))
+    assert log.losses[0] == pytest.approx(2 / 0.1 * math.log(2), abs=1e-3)
+
+
 # --- the registry -----------------------------------------------------------------------------
 
 
@@ -122,7 +135,7 @@ def test_unlearn_rejects_unknown_method_param(small_world, tiny_model, tiny_toke
 
 def test_register_twice_is_an_error():
     with pytest.raises(ValueError, match="twice"):
-        register("ga", dataclass(type("P", (), {})), "duplicate")(lambda *a: None)
+        register("ga", _NoParams, "duplicate")(lambda *a: None)
 
 
 # --- the loop's stops, with a temporary method ----------------------------------------------------
@@ -203,3 +216,59 @@ def test_keyboard_interrupt_in_the_loss(temp_method, small_world, tiny_model, ti
     assert (log.status, log.steps) == ("interrupted", 1)
     assert len(log.losses) == 1
     assert not tiny_model.training  # left in eval mode, ready to save/evaluate
+
+
+# --- several processes ------------------------------------------------------------------------
+
+
+def _two_process_run(out_dir, task, model, tokenizer):
+    """Runs in each of 2 spawned CPU processes (gloo), after accelerate set up the process group."""
+    import json
+
+    from accelerate import Accelerator
+
+    torch.set_num_threads(1)
+    acc = Accelerator(cpu=True)
+    lrs = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *a, **k):
+        lrs.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+
+    torch.optim.AdamW.step = recording_step  # this process only
+    by_steps = unlearn(model, tokenizer, task,
+                       UnlearnConfig(method="ga", lr=1e-3, max_steps=6, batch_size=2, warmup_ratio=0.0),
+                       accelerator=acc)
+    by_epochs = unlearn(model, tokenizer, task,
+                        UnlearnConfig(method="ga", lr=1e-3, epochs=1, batch_size=2, warmup_ratio=0.0),
+                        accelerator=acc)
+    if acc.process_index == 0:
+        (out_dir / "result.json").write_text(json.dumps(
+            {"n": acc.num_processes, "lrs": lrs[:6], "steps": by_steps.steps, "epoch_steps": by_epochs.steps}))
+
+
+def _launch_two_cpu_processes(fn, args, rdv_file):
+    """accelerate's `debug_launcher`, but with spawn: forking a process whose torch/tokenizers thread
+    pools have run can deadlock the children (it did here, with conftest's 2 torch threads)."""
+    from accelerate.utils import PrepareForLaunch, patch_environment
+    from torch.multiprocessing import start_processes
+
+    with patch_environment(world_size=2, master_addr="127.0.0.1", master_port="29500",
+                           accelerate_mixed_precision="no", accelerate_debug_rdv_file=str(rdv_file),
+                           accelerate_use_cpu="yes", gloo_socket_ifname="lo", omp_num_threads=1,
+                           tokenizers_parallelism="false"):
+        start_processes(PrepareForLaunch(fn, debug=True), args=args, nprocs=2, start_method="spawn")
+
+
+def test_two_processes_follow_the_schedule_and_epoch_length(tmp_path, small_world, tiny_model, tiny_tokenizer):
+    import json
+
+    _launch_two_cpu_processes(_two_process_run, (tmp_path, small_world, tiny_model, tiny_tokenizer),
+                              tmp_path / "rendezvous")
+    got = json.loads((tmp_path / "result.json").read_text())
+    assert got["n"] == 2 and got["steps"] == 6
+    # linear decay over the 6 optimizer steps (warm-up 0): lr > 0 at every step
+    assert got["lrs"] == pytest.approx([1e-3 * (6 - s) / 6 for s in range(6)], rel=1e-6)
+    # 12 forget items, 2 per process per step, 2 processes: one epoch is 3 optimizer steps
+    assert got["epoch_steps"] == 3
