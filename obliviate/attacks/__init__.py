@@ -1,30 +1,76 @@
-"""Recovery attacks (quantization, relearning, in-context, paraphrase, noise): model -> attacked
-model, registered by name like methods. The audit loops over this registry."""
+"""Recovery attacks: does the forgotten knowledge come back? (SPEC section 4)
+
+An attack is a function `attack(model, ctx) -> Attacked`, registered by name like methods:
+weight attacks (quantization, noise, relearning) return a modified *copy* of the model; probe
+attacks (in-context, paraphrase) return the model unchanged with other prompts. The audit
+(`obliviate/audit.py`) is a loop over this registry: it measures forget/retain accuracy of
+every attacked model on `Attacked.forget_items` with `Attacked.forget_prompts`, for the
+unlearned model and, as controls, for the target and the oracle.
+
+An attack that cannot run here (a library missing, a kernel that needs a GPU) raises
+`AttackUnavailable` with the reason; the audit records it instead of failing.
+"""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from obliviate.data.task import ForgetTask, QAItem
+
+
+class AttackUnavailable(RuntimeError):
+    """The attack cannot run in this environment; the message says why and what to install."""
+
+
+@dataclass
+class AttackContext:
+    """What an attack may use besides the model it attacks."""
+
+    tokenizer: Any
+    task: ForgetTask
+    seed: int = 0
+    model_dir: Path | None = None  # where the attacked model lives on disk (for libraries that load from disk)
+    params: dict[str, Any] = field(default_factory=dict)  # per-attack options, e.g. {"include_lm_head": True}
+
+
+@dataclass
+class Attacked:
+    """An attack's output: the model to probe and, optionally, what to probe it with.
+
+    `forget_items` / `retain_items`: the items whose answers are checked (default: the task's
+    forget_eval / retain_eval). `forget_prompts` / `retain_prompts`: token-id prompts aligned
+    with those items, replacing the default "Question: {q}\\nAnswer:" prompt (probe attacks).
+    """
+
+    model: Any
+    forget_items: list[QAItem] | None = None
+    forget_prompts: list[list[int]] | None = None
+    retain_items: list[QAItem] | None = None
+    retain_prompts: list[list[int]] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Attack:
     name: str
-    run: Callable[..., Any]
+    run: Callable[[Any, AttackContext], Attacked]
     description: str
+    family: str  # quantization | noise | relearning | probe
 
 
 _REGISTRY: dict[str, Attack] = {}
 
 
-def register(name: str, description: str) -> Callable:
+def register(name: str, description: str, family: str) -> Callable:
     def wrap(fn: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"attack {name!r} registered twice")
-        _REGISTRY[name] = Attack(name, fn, description)
+        _REGISTRY[name] = Attack(name, fn, description, family)
         return fn
 
     return wrap
@@ -35,3 +81,10 @@ def available() -> dict[str, Attack]:
         if not mod.name.startswith("_"):
             importlib.import_module(f"{__name__}.{mod.name}")
     return dict(sorted(_REGISTRY.items()))
+
+
+def get_attack(name: str) -> Attack:
+    attacks = available()
+    if name not in attacks:
+        raise KeyError(f"unknown attack {name!r}; available: {', '.join(attacks)}")
+    return attacks[name]

@@ -1,0 +1,78 @@
+"""Recovery scores and verdicts on hand-made numbers (SPEC section 4)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from obliviate.audit import Probe, recovery_scores, score_audit, verdict
+from obliviate.data.task import ForgetTask, QAItem
+
+
+def test_nothing_comes_back():
+    s = recovery_scores(k_attacked=0.1, k_unlearned=0.1, k_target=0.9, k_oracle=0.1, k_attacked_oracle=0.1)
+    assert s["recovered"] == 0.0 and s["recovered_vs_oracle"] == 0.0
+    assert s["retained"] == pytest.approx(0.1 / 0.9)
+
+
+def test_target_level_restored():
+    s = recovery_scores(0.9, 0.1, 0.9, 0.1, 0.1)
+    assert s["recovered"] == pytest.approx(1.0) and s["recovered_vs_oracle"] == pytest.approx(1.0)
+    assert s["retained"] == pytest.approx(1.0)
+
+
+def test_partial_recovery_hand_computed():
+    # U forgot from 0.8 to 0.2; 4-bit brings it to 0.5: half of the forgetting undone
+    s = recovery_scores(0.5, 0.2, 0.8, 0.0, 0.1)
+    assert s["recovered"] == pytest.approx(0.5)
+    assert s["recovered_vs_oracle"] == pytest.approx((0.5 - 0.1) / 0.8)
+    assert s["retained"] == pytest.approx(0.5 / 0.8)
+
+
+def test_clipped_outside_unit_interval_raw_kept():
+    more_forgotten = recovery_scores(0.0, 0.2, 0.8, 0.0, 0.0)
+    assert more_forgotten["recovered"] == 0.0 and more_forgotten["recovered_raw"] == pytest.approx(-1 / 3)
+    beyond_target = recovery_scores(1.0, 0.2, 0.8, 0.0, 0.0)
+    assert beyond_target["recovered"] == 1.0 and beyond_target["recovered_raw"] == pytest.approx(8 / 6)
+
+
+def test_nothing_forgotten_is_undefined():
+    s = recovery_scores(0.9, 0.9, 0.9, 0.1, 0.1)
+    assert math.isnan(s["recovered"]) and math.isnan(s["recovered_raw"])
+
+
+def _task(n: int) -> ForgetTask:
+    items = [QAItem(f"q{i}?", f"a{i}.", keyword=f"a{i}", subject=f"s{i}") for i in range(n)]
+    retain = [QAItem("r?", "r.", keyword="r")]
+    return ForgetTask("toy", items, retain, items, retain)
+
+
+def _probe(correct, index=None, retain=1.0):
+    correct = np.array(correct, dtype=float)
+    return Probe(list(index if index is not None else range(len(correct))), correct, retain, {})
+
+
+def test_score_audit_uses_the_attacks_items():
+    task = _task(4)
+    base = {"target": _probe([1, 1, 1, 1]), "oracle": _probe([0, 0, 0, 0]), "u": _probe([0, 0, 1, 1])}
+    # an RTT-like attack probes only items 0 and 1 (V); U recovers one of them
+    attacked = {"u": {"rtt": _probe([1, 0], index=[0, 1]), "rtn4": "unavailable: no kernel"},
+                "target": {"rtt": _probe([1, 1], index=[0, 1])},
+                "oracle": {"rtt": _probe([0, 0], index=[0, 1])}}
+    table = score_audit(task, base, attacked)
+    row = table["u"]["rtt"]
+    assert row["forget_acc_before"] == 0.0 and row["n_probed"] == 2  # U's accuracy on V, not on all items
+    assert row["recovered"] == pytest.approx(0.5)
+    assert row["recovered_vs_oracle"] == pytest.approx(0.5)
+    assert table["u"]["rtn4"] == {"unavailable": "unavailable: no kernel"}
+    assert table["target"]["rtt"]["retained"] == pytest.approx(1.0)
+
+
+def test_verdicts():
+    rows = {"rtn4": {"recovered_vs_oracle": 0.62}, "rtn8": {"recovered_vs_oracle": 0.05},
+            "bnb_nf4": {"unavailable": "x"}}
+    assert verdict(rows, forget_acc=0.1, target_forget_acc=1.0) == "hides: rtn4 recovers 62%"
+    assert verdict({"rtn8": {"recovered_vs_oracle": 0.05}}, 0.1, 1.0).startswith("forgets")
+    assert verdict(rows, forget_acc=0.8, target_forget_acc=1.0).startswith("did not forget")
