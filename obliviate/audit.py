@@ -6,8 +6,14 @@ answer contains the fact) on the attack's probe items. Three scores per (U, atta
 
 - retained            = K(A(U)) / K(T)                 (the quantization paper's measure)
 - recovered           = (K(A(U)) - K(U)) / (K(T) - K(U))  (the share of the forgetting A undoes)
-- recovered_vs_oracle = (K(A(U)) - K(A(O))) / (K(T) - K(O))  (net of what A gives a model that
-                        never saw the data: RTT or in-context hints can teach O too)
+- recovered_vs_oracle = (K(A(U)) - K(A(O))) / (K(T) - K(O))  (knowledge present after the attack,
+                        net of what A gives a model that never saw the data)
+
+and one more, ours, that the table and the verdict use because it isolates the attack's effect
+(`recovered_vs_oracle` also counts what U never forgot; `recovered` also counts what the attack
+would teach any model, e.g. the oracle learning value priors during relearning):
+
+- recovered_net       = ((K(A(U)) - K(U)) - (K(A(O)) - K(O))) / (K(T) - K(U))
 
 `recovered` and `recovered_vs_oracle` are clipped to [0, 1] (an attack that makes U forget more
 scores 0; one that exceeds the target scores 1) and the raw values are kept beside them; they
@@ -48,9 +54,12 @@ def recovery_scores(k_attacked: float, k_unlearned: float, k_target: float, k_or
     """The three recovery scores of SPEC section 4 (module docstring), clipped and raw."""
     recovered_raw = _ratio(k_attacked - k_unlearned, k_target - k_unlearned)
     vs_oracle_raw = _ratio(k_attacked - k_attacked_oracle, k_target - k_oracle)
+    oracle_gain = k_attacked_oracle - k_oracle if math.isfinite(k_attacked_oracle - k_oracle) else 0.0
+    net_raw = _ratio(k_attacked - k_unlearned - oracle_gain, k_target - k_unlearned)
     return {"retained": _ratio(k_attacked, k_target),
             "recovered": _clip01(recovered_raw), "recovered_raw": recovered_raw,
-            "recovered_vs_oracle": _clip01(vs_oracle_raw), "recovered_vs_oracle_raw": vs_oracle_raw}
+            "recovered_vs_oracle": _clip01(vs_oracle_raw), "recovered_vs_oracle_raw": vs_oracle_raw,
+            "recovered_net": _clip01(net_raw), "recovered_net_raw": net_raw}
 
 
 @dataclass
@@ -122,7 +131,8 @@ def score_audit(task: ForgetTask, base: dict[str, Probe], attacked: dict[str, di
                 target: str = "target", oracle: str = "oracle") -> dict[str, dict[str, dict[str, Any]]]:
     """Scores per model and attack. `base[name]` is the unattacked probe of every model."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
-    t_correct, o_correct = base[target].forget_correct, base[oracle].forget_correct
+    t_correct = base[target].forget_correct
+    o_correct = base[oracle].forget_correct if oracle in base else np.full_like(t_correct, np.nan)
     for name, per_attack in attacked.items():
         table[name] = {}
         for attack, res in per_attack.items():
@@ -148,7 +158,7 @@ def verdict(rows: dict[str, dict[str, Any]], forget_acc: float, target_forget_ac
     """One line per method: "forgets", "hides: rtn4 recovers 62%", or "did not forget"."""
     if target_forget_acc - forget_acc < 0.5 * max(target_forget_acc, EPS):
         return "did not forget (forget accuracy fell by less than half)"
-    scored = [(r.get("recovered_vs_oracle", float("nan")), a) for a, r in rows.items() if "unavailable" not in r]
+    scored = [(r.get("recovered_net", float("nan")), a) for a, r in rows.items() if "unavailable" not in r]
     scored = [(s, a) for s, a in scored if math.isfinite(s)]
     if not scored:
         return "forgets (no attack could be scored)"
@@ -161,15 +171,14 @@ def verdict(rows: dict[str, dict[str, Any]], forget_acc: float, target_forget_ac
 def audit_models(models: dict[str, tuple[Any, Any, Path | None]], task: ForgetTask, attacks: list[str] | None = None,
                  cfg: EvalConfig | None = None, seed: int = 0, params: dict[str, dict] | None = None,
                  log=print) -> dict[str, Any]:
-    """Audit every model in `models` ({name: (model, tokenizer, dir)}; must hold "target" and
-    "oracle"): every attack on every model, scores, verdicts and weight diagnostics."""
+    """Audit every model in `models` ({name: (model, tokenizer, dir)}; must hold "target", and
+    "oracle" when one exists): every attack on every model, scores, verdicts, weight diagnostics."""
     from obliviate.attacks.quantize import quantized_change_fraction, relative_weight_change
 
     cfg = cfg or EvalConfig()
     attacks = attacks or list(available())
-    for required in ("target", "oracle"):
-        if required not in models:
-            raise ValueError(f"the audit needs a {required!r} model as a control")
+    if "target" not in models:
+        raise ValueError("the audit needs the 'target' model (before unlearning) as a control")
     base: dict[str, Probe] = {}
     attacked: dict[str, dict[str, Probe | str]] = {}
     for name, (model, tok, mdir) in models.items():

@@ -66,6 +66,8 @@ def demo(
     config: Annotated[Path | None, typer.Option(help="YAML/JSON run file (see docs/config.md)")] = None,
     forget: Annotated[float | None, typer.Option(help="share of people to forget: 0.01, 0.05 or 0.10")] = None,
     quick: Annotated[bool, typer.Option(help="a reduced world and short training: a look in ~1 minute")] = False,
+    audit: Annotated[bool, typer.Option(help="run the recovery audit (quantization, relearning, probes)")] = True,
+    attacks: Annotated[str | None, typer.Option(help="comma-separated attacks (default: all; see `obliviate list attacks`)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="retrain the target and oracle")] = False,
     force: Annotated[bool, typer.Option(help="overwrite an existing run directory")] = False,
 ) -> None:
@@ -80,6 +82,8 @@ def demo(
                           "world.forget_fraction": forget or 0.2})
     if no_cache:
         overrides["cache"] = False
+    overrides["audit.enabled"] = audit
+    overrides["audit.attacks"] = _split(attacks)
     try:
         cfg = load_run_config(config, overrides)
         prepare_run_dir(out, force)
@@ -91,7 +95,51 @@ def demo(
     except KeyboardInterrupt:
         _fail(f"interrupted; partial results in {out}", 130)
     print_table(results, out_console)
-    out_console.print(f"run directory: {out} (results.json, report.md, per_item.jsonl, models/)")
+    _print_audit(results)
+    out_console.print(f"run directory: {out} (results.json, audit.json, report.md, per_item.jsonl, models/)")
+
+
+def _print_audit(results: dict[str, Any]) -> None:
+    if not results.get("audit"):
+        return
+    from obliviate.report.tables import print_audit
+
+    audit = {**results["audit"], "models": {n: e["audit"] for n, e in results["models"].items() if "audit" in e}}
+    print_audit(audit, out_console)
+
+
+@app.command("audit")
+def audit_cmd(
+    run_dir: Annotated[Path | None, typer.Argument(help="a run directory made by demo or unlearn")] = None,
+    model: Annotated[str | None, typer.Option(help="unlearned model (models made elsewhere)")] = None,
+    target: Annotated[str | None, typer.Option(help="the model before unlearning")] = None,
+    oracle: Annotated[str | None, typer.Option(help="a retain-only model (optional control)")] = None,
+    forget: Annotated[Path | None, typer.Option(help="forget set file (with --model)")] = None,
+    retain: Annotated[Path | None, typer.Option(help="retain set file (with --model)")] = None,
+    holdout: Annotated[Path | None, typer.Option(help="holdout set file (optional)")] = None,
+    out: Annotated[Path | None, typer.Option(help="run directory to write (with --model)")] = None,
+    attacks: Annotated[str | None, typer.Option(help="comma-separated attacks (default: all)")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    force: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Attack unlearned models (and the target/oracle controls): does the knowledge come back?"""
+    from obliviate.config import AuditConfig
+    from obliviate.pipeline import audit_external, audit_run_dir
+
+    try:
+        _setup_threads()
+        audit_cfg = AuditConfig(attacks=_split(attacks))
+        log = lambda m: console.print(f"[dim]{m}[/]", highlight=False)  # noqa: E731
+        if run_dir is not None:
+            results = audit_run_dir(run_dir, audit_cfg, log=log)
+        else:
+            if not (model and target and forget and retain and out):
+                _fail("give a RUN_DIR, or --model, --target, --forget, --retain and --out")
+            results = audit_external(model, target, oracle, forget, retain, holdout, out, audit_cfg, seed,
+                                     force, log=log, command=_command_line())
+    except (DataError, KeyError) as e:
+        _fail(str(e).strip("'\""))
+    _print_audit(results)
 
 
 @app.command("unlearn")
@@ -130,8 +178,10 @@ def unlearn_cmd(
 
         prepare_run_dir(out, force)
         _setup_threads()
+        sources = {"forget": str(forget.resolve()), "retain": str(retain.resolve()),
+                   "holdout": str(holdout.resolve()) if holdout else None}
         results = run_user(model, task, ucfg, EvalConfig(), out, oracle, log=lambda m: console.print(f"[dim]{m}[/]"),
-                           command=_command_line())
+                           command=_command_line(), sources=sources)
     except (DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
     except KeyboardInterrupt:

@@ -38,6 +38,15 @@ WORLD_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+class AuditConfig(BaseModel):
+    """Which recovery attacks the audit runs (None: every registered one) and their options."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    attacks: list[str] | None = None
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-attack options")
+
+
 class RunConfig(BaseModel):
     """Everything that determines a run of `obliviate demo` (and of benchmarks later)."""
 
@@ -53,6 +62,7 @@ class RunConfig(BaseModel):
         default_factory=dict,
         description="per-method UnlearnConfig fields (lr, epochs, params, ...), on top of WORLD_METHOD_DEFAULTS")
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     cache: bool = True
     save_models: bool = True
 

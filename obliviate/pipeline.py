@@ -92,6 +92,26 @@ def write_report(out: Path, results: dict[str, Any], command: str) -> Path:
             lines.append(f"| {name} | {u['status']} | {u['steps']} | {u['lr']:g} | {u['seconds']:.1f} | {tps:.0f} |")
             if u.get("message"):
                 lines.append(f"|  | {u['message']} | | | | |")
+    audit = results.get("audit")
+    if audit:
+        audit = {**audit, "models": {n: e["audit"] for n, e in results["models"].items() if "audit" in e}}
+        from obliviate.report.tables import audit_markdown
+
+        lines += ["", "## Audit: does the knowledge come back?", "",
+                  "Share of the forgetting each attack undoes, beyond what the same attack gives the "
+                  "oracle: ((K(A(U)) - K(U)) - (K(A(O)) - K(O))) / (K(T) - K(U)), K = forget accuracy on "
+                  "the attack's probes, clipped to [0, 1] (audit.json also has SPEC's `retained`, "
+                  "`recovered` and `recovered_vs_oracle`). The target and oracle columns are controls: "
+                  "their forget accuracy under each attack (an attack must not destroy or create knowledge).",
+                  "", audit_markdown(audit), ""]
+        diag = audit.get("diagnostics", {})
+        if diag:
+            lines += ["Weight change against the target (the mechanism: a small update that moves no "
+                      "weight across a quantization boundary is undone by quantizing):", "",
+                      "| model | changed int4 codes | changed int8 codes | relative weight change |",
+                      "|---|---|---|---|"]
+            lines += [f"| {n} | {d['changed_int4_codes']:.2%} | {d['changed_int8_codes']:.2%} | "
+                      f"{d['relative_weight_change']:.2e} |" for n, d in diag.items() if n != "target"]
     lines += ["", "## Reading the table", "",
               "- **forget acc / prob / ROUGE**: how much of the forget set the model still produces "
               "(lower is better; the oracle's value is the floor that never-seen data reaches).",
@@ -168,10 +188,45 @@ def run_world(cfg: RunConfig, out: Path, log=print, command: str = "obliviate de
         write_report(out, results, command)
         log(f"interrupted: results so far are in {out}")
         raise
-    save("done")
     write_per_item(out / "per_item.jsonl", rows)
+    if cfg.audit.enabled:
+        audit_run(out, results, task, cfg.audit, cfg.eval, cfg.seed, log)
+    save("done")
     write_report(out, results, command)
     return results
+
+
+def audit_run(out: Path, results: dict[str, Any], task: ForgetTask, audit_cfg, eval_cfg: EvalConfig,
+              seed: int, log=print) -> dict[str, Any]:
+    """Audit every model saved in `out/models`, write audit.json, add the audit to `results`."""
+    from obliviate.audit import audit_models
+
+    models = {}
+    for name in results["models"]:
+        mdir = out / "models" / name
+        if not mdir.is_dir():
+            mdir = Path(results["models"][name].get("path", ""))
+        if not (mdir / "config.json").is_file():
+            raise DataError(f"{out}: no saved model for {name!r} (run without --no-save-models to audit)")
+        model, tok = load_model(mdir)
+        models[name] = (model, tok, mdir)
+    t0 = time.perf_counter()
+    audit = audit_models(models, task, audit_cfg.attacks, eval_cfg, seed, audit_cfg.params, log=log)
+    audit["seconds"] = round(time.perf_counter() - t0, 1)
+    _attach_audit(out, results, audit)
+    for name, v in audit["verdicts"].items():
+        log(f"{name}: {v}")
+    return audit
+
+
+def _attach_audit(out: Path, results: dict[str, Any], audit: dict[str, Any]) -> None:
+    """audit.json holds the whole audit; results.json gets it per model plus the summary."""
+    (out / "audit.json").write_text(json.dumps(audit, indent=1, default=float))
+    for name, per_attack in audit["models"].items():
+        results["models"][name]["audit"] = per_attack
+    results["audit"] = {k: audit[k] for k in ("attacks", "verdicts", "diagnostics", "baseline", "seconds")
+                        if k in audit}
+    write_results(out / "results.json", results)
 
 
 def summarise(results: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -207,11 +262,14 @@ def evaluate_models(task: ForgetTask, model: str, oracle: str | None, out: Path 
 
 
 def run_user(model_name: str, task: ForgetTask, ucfg: UnlearnConfig, ecfg: EvalConfig, out: Path,
-             oracle: str | None = None, log=print, command: str = "obliviate unlearn") -> dict[str, Any]:
-    """`obliviate unlearn`: any causal LM, the user's forget/retain files, one method."""
+             oracle: str | None = None, log=print, command: str = "obliviate unlearn",
+             sources: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """`obliviate unlearn`: any causal LM, the user's forget/retain files, one method.
+    `sources` (forget/retain/holdout paths) go into config.yaml so `obliviate audit RUN_DIR` can reread them."""
     results: dict[str, Any] = {"benchmark": task.name, "seed": ucfg.seed,
                                "config": {"unlearn": ucfg.model_dump(), "eval": ecfg.model_dump(),
-                                          "model": model_name, "oracle": oracle},
+                                          "model": model_name, "oracle": oracle, "seed": ucfg.seed,
+                                          **(sources or {})},
                                "provenance": provenance(), "status": "running", "models": {}}
     (out / "config.yaml").write_text(json.dumps(results["config"], indent=1))
     oracle_res = _load_eval(oracle, task, ecfg, None, "evaluating oracle") if oracle else None
@@ -232,5 +290,71 @@ def run_user(model_name: str, task: ForgetTask, ucfg: UnlearnConfig, ecfg: EvalC
     write_results(out / "results.json", results)
     write_per_item(out / "per_item.jsonl", per_item_rows("target", task, before)
                    + per_item_rows(ucfg.method, task, after))
+    write_report(out, results, command)
+    return results
+
+
+def task_of_run(run_dir: Path, results: dict[str, Any]) -> tuple[ForgetTask, Any, EvalConfig, int]:
+    """Rebuild the task a run directory was made from (world: from its config; files: reread)."""
+    import yaml
+
+    from obliviate.config import parse_run_config
+
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise DataError(f"{cfg_path}: no such file (not a run directory?)")
+    raw = yaml.safe_load(cfg_path.read_text()) or {}
+    if "forget" in raw and "retain" in raw:  # obliviate unlearn / audit --model
+        from obliviate.data.jsonl import load_user_task
+
+        task = load_user_task(Path(raw["forget"]), Path(raw["retain"]),
+                              Path(raw["holdout"]) if raw.get("holdout") else None)
+        return task, None, EvalConfig(**raw.get("eval", {})), int(raw.get("seed") or 0)
+    from obliviate.data.world import generate_world
+
+    cfg = parse_run_config(raw, str(cfg_path))
+    return generate_world(cfg.world.model_copy(update={"seed": cfg.seed})), cfg, cfg.eval, cfg.seed
+
+
+def audit_run_dir(run_dir: Path, audit_cfg, log=print) -> dict[str, Any]:
+    """`obliviate audit RUN_DIR`."""
+    from obliviate.report.results import load_results
+
+    results = load_results(run_dir)
+    task, _, eval_cfg, seed = task_of_run(run_dir, results)
+    audit_run(run_dir, results, task, audit_cfg, eval_cfg, seed, log)
+    write_report(run_dir, results, f"obliviate audit {run_dir}")
+    return results
+
+
+def audit_external(model: str, target: str, oracle: str | None, forget: Path, retain: Path,
+                   holdout: Path | None, out: Path, audit_cfg, seed: int = 0, force: bool = False,
+                   log=print, command: str = "obliviate audit") -> dict[str, Any]:
+    """`obliviate audit --model U --target T [--oracle O] --forget F --retain R --out DIR`."""
+    from obliviate.audit import audit_models
+    from obliviate.data.jsonl import load_user_task
+
+    task = load_user_task(forget, retain, holdout)
+    prepare_run_dir(out, force)
+    cfg = EvalConfig()
+    config = {"model": model, "target": target, "oracle": oracle, "forget": str(forget), "retain": str(retain),
+              "holdout": str(holdout) if holdout else None, "seed": seed, "eval": cfg.model_dump(),
+              "audit": audit_cfg.model_dump()}
+    (out / "config.yaml").write_text(json.dumps(config, indent=1))
+    names = {"unlearned": model, "target": target} | ({"oracle": oracle} if oracle else {})
+    loaded = {}
+    for name, path in names.items():
+        m, tok = load_model(path)
+        loaded[name] = (m, tok, Path(path) if Path(path).is_dir() else None)
+    oracle_res = evaluate(*loaded["oracle"][:2], task, cfg) if oracle else None
+    results: dict[str, Any] = {"benchmark": task.name, "seed": seed, "config": config, "provenance": provenance(),
+                               "status": "done", "models": {}}
+    for name, (m, tok, _) in loaded.items():
+        ref = oracle_res if name != "oracle" else None
+        res = evaluate(m, tok, task, cfg, oracle=ref, desc=f"evaluating {name}")
+        results["models"][name] = _entry(evaluate_with_reference(res, oracle_res or res) if oracle_res else res,
+                                         path=names[name])
+    audit = audit_models(loaded, task, audit_cfg.attacks, cfg, seed, audit_cfg.params, log=log)
+    _attach_audit(out, results, audit)
     write_report(out, results, command)
     return results

@@ -17,6 +17,7 @@ REDUCED = {
               "n_countries": 4, "retain_eval_size": 40},
     "model": {"vocab_size": 512, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2},
     "train": {"max_epochs": 60, "target_acc": 0.95, "check_every": 5},
+    "audit": {"attacks": ["rtn8", "rtn4", "gptq4", "noise_int4", "rtt", "in_context", "paraphrase"]},
 }
 
 
@@ -47,7 +48,7 @@ def test_demo_forgets_and_keeps(demo_run):
 
 def test_run_directory_round_trips(demo_run):
     out, results, _ = demo_run
-    for f in ("results.json", "report.md", "config.yaml", "per_item.jsonl", "provenance.json"):
+    for f in ("results.json", "audit.json", "report.md", "config.yaml", "per_item.jsonl", "provenance.json"):
         assert (out / f).is_file(), f
     loaded = load_results(out)
     assert loaded["status"] == "done"
@@ -64,10 +65,30 @@ def test_run_directory_round_trips(demo_run):
     assert any((a != b).any() for a, b in zip(model.parameters(), target.parameters(), strict=True))
 
 
+def test_audit_rows_for_every_model_and_attack(demo_run):
+    out, results, _ = demo_run
+    attacks = REDUCED["audit"]["attacks"]
+    audit = json.loads((out / "audit.json").read_text())
+    assert audit["attacks"] == attacks
+    for name in ("gd", "npo_kl", "target", "oracle"):
+        assert set(results["models"][name]["audit"]) == set(attacks), name
+        for attack in attacks:
+            row = audit["models"][name][attack]
+            assert 0.0 <= row["forget_acc"] <= 1.0 and 0.0 <= row["retain_acc"] <= 1.0
+    target = results["models"]["target"]["audit"]
+    for attack in ("rtn8", "rtn4", "gptq4"):  # quantizing the target does not destroy its knowledge
+        assert target[attack]["forget_acc"] >= target[attack]["forget_acc_before"] - 0.1, attack
+    for method in ("gd", "npo_kl"):
+        assert set(results["models"][method]["audit"]["rtn4"]) >= {"retained", "recovered", "recovered_vs_oracle"}
+        assert results["audit"]["verdicts"][method]
+    assert results["models"]["gd"]["audit"]["rtt"]["n_probed"] < len(results["models"]["gd"]["per_item"]["forget"]["acc"])
+    assert "## Audit" in (out / "report.md").read_text()
+
+
 def test_second_run_reuses_cache(demo_run, tmp_path):
     _, results, _ = demo_run
     logs: list[str] = []
-    cfg = RunConfig(**{**REDUCED, "methods": ["gd"]})
+    cfg = RunConfig(**{**REDUCED, "methods": ["gd"], "audit": {"enabled": False}})
     again = run_world(cfg, tmp_path, log=logs.append)
     assert any("using cached target and oracle" in line for line in logs)
     assert again["models"]["target"]["metrics"] == results["models"]["target"]["metrics"]

@@ -1,6 +1,7 @@
 """Run directories: results.json, per-item JSON Lines, report.md, the terminal table."""
 
 from obliviate.report.results import load_results, write_results
-from obliviate.report.tables import SUMMARY_METRICS, markdown_table, print_table
+from obliviate.report.tables import SUMMARY_METRICS, audit_markdown, markdown_table, print_audit, print_table
 
-__all__ = ["SUMMARY_METRICS", "load_results", "markdown_table", "print_table", "write_results"]
+__all__ = ["SUMMARY_METRICS", "audit_markdown", "load_results", "markdown_table", "print_audit", "print_table",
+           "write_results"]

@@ -54,7 +54,8 @@ def write_results(path: Path, results: dict[str, Any]) -> Path:
     return path
 
 
-def load_results(path: Path) -> dict[str, Any]:
+def load_results(path: Path | str) -> dict[str, Any]:
+    path = Path(path)
     if path.is_dir():
         path = path / "results.json"
     if not path.is_file():

@@ -52,3 +52,51 @@ def print_table(results: dict[str, Any], console=None) -> None:
     for r in rows(results):
         table.add_row(*r)
     console.print(table)
+
+
+def _pct(row: dict[str, Any] | None, key: str) -> str:
+    if not row or "unavailable" in row:
+        return "n/a"
+    v = row.get(key)
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0%}"
+
+
+def audit_grid(audit: dict[str, Any], key: str = "recovered_net") -> tuple[list[str], list[list[str]]]:
+    """One row per attack. Method columns show the recovery score `key`; the target and oracle
+    columns (controls) show their forget accuracy under the attack."""
+    methods = [n for n in audit["models"] if n not in ("target", "oracle")]
+    controls = [n for n in ("target", "oracle") if n in audit["models"]]
+    head = ["attack", *methods, *(f"{c} acc" for c in controls)]
+    rows = []
+    for attack in audit["attacks"]:
+        cells = [_pct(audit["models"][m].get(attack), key) for m in methods]
+        cells += [_pct(audit["models"][c].get(attack), "forget_acc") for c in controls]
+        rows.append([attack, *cells])
+    return head, rows
+
+
+def audit_markdown(audit: dict[str, Any]) -> str:
+    head, rows = audit_grid(audit)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", *(f"- **{m}**: {v}" for m, v in audit.get("verdicts", {}).items())]
+    return "\n".join(lines)
+
+
+def print_audit(audit: dict[str, Any], console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)
+    head, rows = audit_grid(audit)
+    table = Table(title="audit: share of the forgetting each attack undoes, beyond what it gives the oracle; "
+                        "controls: forget accuracy under attack")
+    for i, h in enumerate(head):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+    for m, v in audit.get("verdicts", {}).items():
+        console.print(f"  [bold]{m}[/]: {v}", highlight=False)

@@ -71,8 +71,17 @@ def test_score_audit_uses_the_attacks_items():
 
 
 def test_verdicts():
-    rows = {"rtn4": {"recovered_vs_oracle": 0.62}, "rtn8": {"recovered_vs_oracle": 0.05},
+    rows = {"rtn4": {"recovered_net": 0.62}, "rtn8": {"recovered_net": 0.05},
             "bnb_nf4": {"unavailable": "x"}}
     assert verdict(rows, forget_acc=0.1, target_forget_acc=1.0) == "hides: rtn4 recovers 62%"
-    assert verdict({"rtn8": {"recovered_vs_oracle": 0.05}}, 0.1, 1.0).startswith("forgets")
+    assert verdict({"rtn8": {"recovered_net": 0.05}}, 0.1, 1.0).startswith("forgets")
     assert verdict(rows, forget_acc=0.8, target_forget_acc=1.0).startswith("did not forget")
+
+
+def test_net_recovery_discounts_what_the_attack_teaches_the_oracle():
+    # U forgot 0.9 -> 0.1; relearning lifts U to 0.5 but also lifts the oracle from 0.1 to 0.3
+    s = recovery_scores(k_attacked=0.5, k_unlearned=0.1, k_target=0.9, k_oracle=0.1, k_attacked_oracle=0.3)
+    assert s["recovered"] == pytest.approx(0.5)
+    assert s["recovered_net"] == pytest.approx((0.4 - 0.2) / 0.8)
+    # an attack that changes nothing scores 0 net, whatever U kept
+    assert recovery_scores(0.4, 0.4, 0.9, 0.1, 0.1)["recovered_net"] == 0.0

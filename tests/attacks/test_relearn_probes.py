@@ -1,0 +1,178 @@
+"""Relearning attacks (RTT, benign relearning) and probe attacks (in-context, paraphrase, format)."""
+
+import dataclasses
+
+import pytest
+import torch
+
+import obliviate.attacks.relearn as relearn
+from obliviate.attacks import AttackContext, get_attack
+from obliviate.attacks.probes import PROMPT_FORMAT_TEMPLATE
+from obliviate.attacks.relearn import split_forget_by_subject
+from obliviate.data.collate import encode_prompt, format_prompt
+from obliviate.data.task import QAItem
+from obliviate.evaluate import greedy_accuracy
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same_weights(model, before) -> bool:
+    return all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def _subjects(items) -> set:
+    return {it.subject for it in items}
+
+
+# --- split ----------------------------------------------------------------------------------
+
+
+def test_split_is_disjoint_by_subject_covers_and_is_deterministic(small_world):
+    items = small_world.forget + small_world.retain  # 12 subjects
+    train, held_out = split_forget_by_subject(items, seed=0)
+    assert train and held_out
+    assert not _subjects(train) & _subjects(held_out)
+    assert sorted(map(repr, train + held_out)) == sorted(map(repr, items))
+    assert split_forget_by_subject(items, seed=0) == (train, held_out)
+    splits = {tuple(sorted(_subjects(split_forget_by_subject(items, seed=s)[0]))) for s in range(6)}
+    assert len(splits) > 1  # the seed matters
+
+
+def test_split_of_subjectless_items_and_too_few_subjects():
+    items = [QAItem(f"q{i}?", f"a{i}") for i in range(4)]  # no subject: each is its own
+    train, held_out = split_forget_by_subject(items, seed=1)
+    assert len(train) == 2 and len(held_out) == 2 and not set(train) & set(held_out)
+    one_person = [QAItem(f"q{i}?", f"a{i}", subject="Ann") for i in range(4)]
+    with pytest.raises(ValueError, match="at least 2 subjects"):
+        split_forget_by_subject(one_person, seed=0)
+    with pytest.raises(ValueError, match="at least 2 subjects"):
+        split_forget_by_subject([], seed=0)
+
+
+def test_split_two_subjects_gives_one_each():
+    items = [QAItem("q1?", "a", subject="A"), QAItem("q2?", "b", subject="A"), QAItem("q3?", "c", subject="B")]
+    for fraction in (0.1, 0.5, 0.9):
+        train, held_out = split_forget_by_subject(items, seed=0, train_fraction=fraction)
+        assert len(_subjects(train)) == 1 and len(_subjects(held_out)) == 1
+
+
+# --- probes ---------------------------------------------------------------------------------
+
+
+def _ctx(tokenizer, task, **params) -> AttackContext:
+    return AttackContext(tokenizer=tokenizer, task=task, seed=0, params=params)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_in_context_prompts(k, small_world, tiny_tokenizer, tiny_model):
+    tok, task = tiny_tokenizer, small_world
+    before = _snapshot(tiny_model)
+    out = get_attack("in_context").run(tiny_model, _ctx(tok, task, k=k))
+    assert out.model is tiny_model and _same_weights(tiny_model, before)
+    assert out.forget_items == task.forget_eval and out.retain_items == task.retain_eval
+    bos = encode_prompt(tok, None)
+    assert bos == [tok.bos_token_id]
+    for items, prompts, pool in ((out.forget_items, out.forget_prompts, task.forget_eval),
+                                 (out.retain_items, out.retain_prompts, task.retain)):
+        assert len(prompts) == len(items)
+        facts = {format_prompt(it.question) + " " + it.answer: it for it in pool}
+        for it, ids in zip(items, prompts, strict=True):
+            suffix = encode_prompt(tok, it.question)[len(bos):]
+            assert ids[: len(bos)] == bos and ids.count(tok.bos_token_id) == 1
+            assert ids[-len(suffix):] == suffix  # ends exactly like the training prompt
+            text = tok.decode(ids[len(bos): -len(suffix)])
+            assert text.endswith("\n\n")
+            blocks = text[:-2].split("\n\n")
+            assert len(blocks) == k
+            context = [facts[b] for b in blocks]  # each block is a whole fact of the pool
+            assert it not in context
+            assert all(c.subject != it.subject for c in context)  # enough other people here
+            assert it.keyword.lower() not in text.lower() and it.answer not in text
+
+
+def test_in_context_rejects_unknown_param(small_world, tiny_tokenizer, tiny_model):
+    with pytest.raises(ValueError, match="unknown parameter.*valid: k"):
+        get_attack("in_context").run(tiny_model, _ctx(tiny_tokenizer, small_world, n=2))
+
+
+def test_paraphrase_prompts(small_world, tiny_tokenizer, tiny_model):
+    tok = tiny_tokenizer
+    task = dataclasses.replace(small_world, forget_eval=small_world.forget_eval
+                               + [QAItem("Who is Zed?", "Zed is a cat.", subject="Zed")])
+    before = _snapshot(tiny_model)
+    out = get_attack("paraphrase").run(tiny_model, _ctx(tok, task))
+    assert out.model is tiny_model and _same_weights(tiny_model, before)
+    for items, prompts in ((out.forget_items, out.forget_prompts), (out.retain_items, out.retain_prompts)):
+        for it, ids in zip(items, prompts, strict=True):
+            expected = format_prompt(it.paraphrased_question or it.question)
+            assert tok.decode(ids, skip_special_tokens=True) == expected
+            assert ids == encode_prompt(tok, it.paraphrased_question or it.question)
+    assert tok.decode(out.forget_prompts[-1], skip_special_tokens=True) == "Question: Who is Zed?\nAnswer:"
+    assert out.info["n_paraphrased"] == len(small_world.forget_eval)
+
+
+def test_prompt_format_prompts(small_world, tiny_tokenizer, tiny_model):
+    tok = tiny_tokenizer
+    before = _snapshot(tiny_model)
+    out = get_attack("prompt_format").run(tiny_model, _ctx(tok, small_world))
+    assert out.model is tiny_model and _same_weights(tiny_model, before)
+    assert PROMPT_FORMAT_TEMPLATE == "Q: {question}\nA:"
+    for items, prompts in ((out.forget_items, out.forget_prompts), (out.retain_items, out.retain_prompts)):
+        assert len(items) == len(prompts)
+        for it, ids in zip(items, prompts, strict=True):
+            assert tok.decode(ids) == f"<s>Q: {it.question}\nA:"
+            assert ids.count(tok.bos_token_id) == 1
+
+
+# --- relearning -----------------------------------------------------------------------------
+
+
+def test_rtt_returns_a_finetuned_copy_probed_on_v(small_world, tiny_tokenizer, tiny_model):
+    before = _snapshot(tiny_model)
+    lrs = (1e-4, 1e-3)
+    out = get_attack("rtt").run(tiny_model, _ctx(tiny_tokenizer, small_world, lrs=lrs, epochs=2))
+    assert out.model is not tiny_model and _same_weights(tiny_model, before)
+    assert not _same_weights(out.model, before)  # the fine-tune moved weights
+    train, held_out = split_forget_by_subject(small_world.forget_eval, seed=0)
+    assert out.forget_items == held_out
+    assert set(out.info["train_subjects"]) == _subjects(train)
+    assert not _subjects(train) & _subjects(out.forget_items)
+    assert set(out.info["per_lr"]) == set(lrs) and out.info["lr"] in lrs
+    assert all(0.0 <= a <= 1.0 for a in out.info["per_lr"].values())
+    assert out.info["per_lr"][out.info["lr"]] == max(out.info["per_lr"].values())
+    assert (out.info["n_train"], out.info["n_val"], out.info["epochs"]) == (len(train), len(held_out), 2)
+    with pytest.raises(ValueError, match="unknown parameter.*valid: .*lrs"):
+        get_attack("rtt").run(tiny_model, _ctx(tiny_tokenizer, small_world, lr=1e-3))
+
+
+def test_rtt_finetune_learns_its_train_facts(small_world, tiny_tokenizer, tiny_model):
+    """Sanity of the fine-tune itself: after RTT, the model answers T (its training facts)
+    that the untrained model could not."""
+    train, _ = split_forget_by_subject(small_world.forget_eval, seed=0)
+    acc_before = greedy_accuracy(tiny_model, tiny_tokenizer, train)
+    out = get_attack("rtt").run(tiny_model, _ctx(tiny_tokenizer, small_world, lrs=[3e-3], epochs=30,
+                                                 batch_size=2))
+    acc_after = greedy_accuracy(out.model, tiny_tokenizer, train)
+    assert acc_after > acc_before and acc_after >= 0.5
+
+
+def test_relearn_benign_trains_a_copy_on_retain_only(small_world, tiny_tokenizer, tiny_model, monkeypatch):
+    seen: list[QAItem] = []
+    real = relearn.finetune
+
+    def recording(model, tokenizer, items, *args, **kwargs):
+        seen.extend(items)
+        return real(model, tokenizer, items, *args, **kwargs)
+
+    monkeypatch.setattr(relearn, "finetune", recording)
+    before = _snapshot(tiny_model)
+    out = get_attack("relearn_benign").run(tiny_model, _ctx(tiny_tokenizer, small_world, n_items=16))
+    assert out.model is not tiny_model and _same_weights(tiny_model, before)
+    assert not _same_weights(out.model, before)
+    assert out.forget_items is None
+    assert out.info["n_train"] == len(seen) == 16
+    forget_questions = {it.question for it in small_world.forget + small_world.forget_eval}
+    assert not {it.question for it in seen} & forget_questions
+    assert set(seen) <= set(small_world.retain)
