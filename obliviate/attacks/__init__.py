@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from obliviate.data.task import ForgetTask, QAItem
+from obliviate.data.task import DataError, ForgetTask, QAItem
 
 
 class AttackUnavailable(RuntimeError):
@@ -53,6 +53,22 @@ class Attacked:
     retain_items: list[QAItem] | None = None
     retain_prompts: list[list[int]] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def check_params(ctx: AttackContext, attack: str, valid: set[str]) -> None:
+    """An unknown option is an error that names it and lists the valid ones."""
+    unknown = sorted(set(ctx.params) - valid)
+    if unknown:
+        raise DataError(f"attack {attack!r}: unknown parameter(s) {', '.join(unknown)}; "
+                        f"valid: {', '.join(sorted(valid)) or '(none)'}")
+
+
+def resolve_params(cls: type, ctx: AttackContext, attack: str):
+    """The dataclass `cls` of an attack's options with `ctx.params` applied (checked)."""
+    from dataclasses import fields
+
+    check_params(ctx, attack, {f.name for f in fields(cls)})
+    return cls(**ctx.params)
 
 
 @dataclass(frozen=True)

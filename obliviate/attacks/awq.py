@@ -42,9 +42,9 @@ from dataclasses import dataclass
 
 import torch
 
-from obliviate.attacks import AttackContext, Attacked, register
-from obliviate.attacks.gptq import calibration_batches, group_size_for, quantize_layer_by_layer
-from obliviate.attacks.relearn import resolve_params
+from obliviate.attacks import AttackContext, Attacked, register, resolve_params
+from obliviate.attacks.gptq import calibration_batches, quantize_layer_by_layer
+from obliviate.attacks.quantize import resolve_group_size
 
 BACKEND = "obliviate-awq (paper fallback)"
 
@@ -118,7 +118,7 @@ def awq4(model, ctx: AttackContext) -> Attacked:
 
     def quantize_layer(index, linears, observers):
         for name, linear in linears.items():
-            g = group_size_for(linear.in_features, p.group_size)
+            g = resolve_group_size(linear.in_features, p.group_size)
             groups[str(linear.in_features)] = g
             weight, alpha = awq_quantize(linear.weight, observers[name].inputs(), p.bits, g, alphas)
             linear.weight.copy_(weight)

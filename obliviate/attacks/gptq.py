@@ -54,8 +54,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from obliviate.attacks import AttackContext, Attacked, register
-from obliviate.attacks.relearn import resolve_params
+from obliviate.attacks import AttackContext, Attacked, register, resolve_params
+from obliviate.attacks.quantize import resolve_group_size
 from obliviate.data.collate import batches, collate, encode_items, pad_id_of
 
 BACKEND = "obliviate-gptq (paper fallback)"
@@ -75,13 +75,6 @@ class GPTQParams:
 # ---------------------------------------------------------------------------------------------
 # One weight matrix
 # ---------------------------------------------------------------------------------------------
-
-def group_size_for(in_features: int, group_size: int) -> int:
-    """`group_size` if it divides `in_features`, else the largest divisor below it."""
-    if group_size < 1:
-        raise ValueError(f"group_size must be >= 1, got {group_size}")
-    return max(g for g in range(1, min(group_size, in_features) + 1) if in_features % g == 0)
-
 
 def _symmetric_scale(w: torch.Tensor, bits: int) -> torch.Tensor:
     """Per-row scale of a (rows x group) block: max|w| / (2^(b-1) - 1); an all-zero row gets 1."""
@@ -286,7 +279,7 @@ def gptq4(model, ctx: AttackContext) -> Attacked:
 
     def quantize_layer(_index, linears, observers):
         for name, linear in linears.items():
-            g = group_size_for(linear.in_features, p.group_size)
+            g = resolve_group_size(linear.in_features, p.group_size)
             groups[str(linear.in_features)] = g
             result = gptq_quantize(linear.weight, observers[name].hessian(), p.bits, g, p.damp, p.act_order)
             linear.weight.copy_(result.weight)

@@ -19,19 +19,12 @@ from __future__ import annotations
 
 import random
 
-from obliviate.attacks import AttackContext, Attacked, AttackUnavailable, register
+from obliviate.attacks import AttackContext, Attacked, AttackUnavailable, check_params, register
 from obliviate.data.collate import encode, encode_prompt
 from obliviate.data.task import QAItem
 
 PROMPT_FORMAT_TEMPLATE = "Q: {question}\nA:"
 CONTEXT_SEPARATOR = "\n\n"
-
-
-def _check_params(ctx: AttackContext, attack: str, valid: set[str]) -> None:
-    unknown = sorted(set(ctx.params) - valid)
-    if unknown:
-        raise ValueError(f"attack {attack!r}: unknown parameter(s) {', '.join(unknown)}; "
-                         f"valid: {', '.join(sorted(valid)) or '(none)'}")
 
 
 def _without_bos(ids: list[int], bos: list[int]) -> list[int]:
@@ -89,7 +82,7 @@ def _in_context_prompts(tokenizer, items: list[QAItem], pool: list[QAItem], k: i
 @register("in_context", "k other forget facts as worked examples before the question "
                         "(in-context relearning, Shumailov et al. 2024)", family="probe")
 def in_context(model, ctx: AttackContext) -> Attacked:
-    _check_params(ctx, "in_context", {"k"})
+    check_params(ctx, "in_context", {"k"})
     k = int(ctx.params.get("k", 3))
     if k < 1:
         raise ValueError(f"attack 'in_context': k must be >= 1, got {k}")
@@ -120,7 +113,7 @@ def _plain_prompts(tokenizer, items: list[QAItem], question_of, template: str | 
 
 @register("paraphrase", "ask with the paraphrased question", family="probe")
 def paraphrase(model, ctx: AttackContext) -> Attacked:
-    _check_params(ctx, "paraphrase", set())
+    check_params(ctx, "paraphrase", set())
     task = ctx.task
 
     def question_of(it: QAItem) -> str | None:
@@ -139,7 +132,7 @@ def paraphrase(model, ctx: AttackContext) -> Attacked:
 
 @register("prompt_format", f"another prompt format: {PROMPT_FORMAT_TEMPLATE!r}", family="probe")
 def prompt_format(model, ctx: AttackContext) -> Attacked:
-    _check_params(ctx, "prompt_format", set())
+    check_params(ctx, "prompt_format", set())
     task = ctx.task
 
     def question_of(it: QAItem) -> str | None:

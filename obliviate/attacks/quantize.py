@@ -46,7 +46,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from obliviate.attacks import AttackContext, Attacked, AttackUnavailable, register
+from obliviate.attacks import AttackContext, Attacked, AttackUnavailable, check_params, register
 
 _INSTALL_QUANT = "pip install 'obliviate[quant]'"
 
@@ -132,13 +132,6 @@ def quantized_linears(model: nn.Module, include_lm_head: bool = False) -> Iterat
             yield name, module
 
 
-def _check_params(ctx: AttackContext, attack: str, valid: set[str]) -> None:
-    unknown = sorted(set(ctx.params) - valid)
-    if unknown:
-        raise ValueError(f"attack {attack!r}: unknown parameter(s) {', '.join(unknown)}; "
-                         f"valid: {', '.join(sorted(valid))}")
-
-
 def _tied_head(model: nn.Module) -> bool:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
@@ -159,7 +152,7 @@ def _group_info(requested: int | None, used: dict[str, int]) -> dict:
 def rtn_attack(model: nn.Module, ctx: AttackContext, bits: int, group_size: int | None,
                symmetric: bool, name: str) -> Attacked:
     """Fake-quantize a deep copy of `model` with b-bit RTN (the input model is not modified)."""
-    _check_params(ctx, name, {"include_lm_head"})
+    check_params(ctx, name, {"include_lm_head"})
     include_head = bool(ctx.params.get("include_lm_head", False))
     attacked = copy.deepcopy(model)
     used: dict[str, int] = {}
@@ -277,7 +270,7 @@ def _bnb_linear(bnb, module: nn.Linear, mode: str, double_quant: bool) -> nn.Mod
 
 def bnb_attack(model: nn.Module, ctx: AttackContext, mode: str, name: str) -> Attacked:
     """Replace the decoder's linears of a deep copy of `model` by bitsandbytes modules."""
-    _check_params(ctx, name, {"include_lm_head", "double_quant"})
+    check_params(ctx, name, {"include_lm_head", "double_quant"})
     include_head = bool(ctx.params.get("include_lm_head", False))
     double_quant = bool(ctx.params.get("double_quant", False))  # transformers' default: off
     bnb = _import_bitsandbytes(name)
@@ -332,7 +325,7 @@ def noise_int4(model, ctx: AttackContext) -> Attacked:
     perturbation of the size of int4 rounding (whose error is uniform on [-s/2, s/2], std
     s/sqrt(12)) but with no pull back to the target's grid. If this recovers as much as rtn4,
     recovery is "any perturbation"; if not, it is the rounding (Zhang et al. 2025)."""
-    _check_params(ctx, "noise_int4", {"include_lm_head"})
+    check_params(ctx, "noise_int4", {"include_lm_head"})
     include_head = bool(ctx.params.get("include_lm_head", False))
     attacked = copy.deepcopy(model)
     gen = torch.Generator().manual_seed(ctx.seed)

@@ -17,11 +17,11 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
-from obliviate.attacks import AttackContext, Attacked, register
+from obliviate.attacks import AttackContext, Attacked, register, resolve_params
 from obliviate.data.collate import batches, collate, encode_items, pad_id_of
 from obliviate.data.task import QAItem
 from obliviate.evaluate import greedy_accuracy
@@ -46,16 +46,6 @@ class BenignParams:
     lr: float = 3e-4
     batch_size: int = 8
     weight_decay: float = 0.0
-
-
-def resolve_params(cls: type, ctx: AttackContext, attack: str):
-    """`cls` with `ctx.params` applied; an unknown key names the valid ones."""
-    valid = {f.name for f in fields(cls)}
-    unknown = sorted(set(ctx.params) - valid)
-    if unknown:
-        raise ValueError(f"attack {attack!r}: unknown parameter(s) {', '.join(unknown)}; "
-                         f"valid: {', '.join(sorted(valid))}")
-    return cls(**ctx.params)
 
 
 def split_forget_by_subject(items: list[QAItem], seed: int,

@@ -7,7 +7,8 @@ import torch
 
 from obliviate.attacks import AttackContext, get_attack
 from obliviate.attacks.awq import awq_quantize, quantize_asymmetric
-from obliviate.attacks.gptq import gptq_quantize, group_size_for, rtn_symmetric
+from obliviate.attacks.gptq import gptq_quantize, rtn_symmetric
+from obliviate.attacks.quantize import resolve_group_size
 
 
 def _correlated_inputs(n_tokens: int, dim: int, seed: int = 0) -> torch.Tensor:
@@ -49,11 +50,11 @@ def _naive_gptq(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: f
 # ---------------------------------------------------------------------------------------------
 
 def test_group_size_falls_back_to_largest_divisor():
-    assert group_size_for(256, 128) == 128
-    assert group_size_for(64, 128) == 64
-    assert group_size_for(192, 128) == 96
-    assert group_size_for(100, 128) == 100
-    assert group_size_for(130, 128) == 65
+    assert resolve_group_size(256, 128) == 128
+    assert resolve_group_size(64, 128) == 64
+    assert resolve_group_size(192, 128) == 96
+    assert resolve_group_size(100, 128) == 100
+    assert resolve_group_size(130, 128) == 65
 
 
 def test_gptq_has_lower_output_error_than_rtn_on_its_calibration_data():
