@@ -135,3 +135,40 @@ def test_unlearn_end_to_end(user_files, small_world):
     again = runner.invoke(app, ["eval", str(run)])
     assert again.exit_code == 0 and "gd" in again.stdout
     assert asdict(small_world.forget[0])["question"] in (run / "per_item.jsonl").read_text()
+
+
+def test_audit_run_dir_and_external_models(user_files):
+    res = _unlearn(user_files, "--method", "gd", "--max-steps", "2", "--lr", "1e-3", "--batch-size", "4")
+    assert res.exit_code == 0, res.output
+    run = user_files["tmp"] / "run"
+    res = runner.invoke(app, ["audit", str(run), "--attacks", "rtn4,paraphrase"])
+    assert res.exit_code == 0, res.output
+    audit = json.loads((run / "audit.json").read_text())
+    assert set(audit["models"]) == {"target", "gd"} and audit["attacks"] == ["rtn4", "paraphrase"]
+    assert "gd" in audit["verdicts"]
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["models"]["gd"]["audit"]) == {"rtn4", "paraphrase"}
+    # models made elsewhere: the unlearned directory against the original
+    out = user_files["tmp"] / "ext"
+    res = runner.invoke(app, ["audit", "--model", str(run / "models" / "gd"), "--target", str(user_files["model"]),
+                              "--forget", str(user_files["forget"]), "--retain", str(user_files["retain"]),
+                              "--out", str(out), "--attacks", "rtn8"])
+    assert res.exit_code == 0, res.output
+    ext = json.loads((out / "audit.json").read_text())
+    assert set(ext["models"]) == {"unlearned", "target"}
+    assert ext["models"]["target"]["rtn8"]["forget_acc_before"] == pytest.approx(
+        audit["models"]["target"]["rtn4"]["forget_acc_before"])
+
+
+def test_audit_unknown_attack(user_files):
+    res = _unlearn(user_files, "--method", "gd", "--max-steps", "1")
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["audit", str(user_files["tmp"] / "run"), "--attacks", "rtn5"])
+    assert res.exit_code == 2 and "rtn5" in res.output and "rtn4" in res.output
+
+
+def test_list_attacks():
+    res = runner.invoke(app, ["list", "attacks"])
+    assert res.exit_code == 0
+    for name in ("rtn4", "bnb_nf4", "gptq4", "awq4", "rtt", "in_context", "paraphrase", "noise_int4"):
+        assert name in res.stdout
