@@ -81,12 +81,13 @@ def main() -> None:
                 return "n/a" if "unavailable" in r else format(r[key], fmt)
 
             row = [method, f"{lr:g}", str(epochs), f"{b.forget_correct.mean():.2f}", f"{b.retain_acc:.2f}"]
-            row += [cell(a, "forget_acc", ".2f") for a in ATTACKS] + [cell(a, "recovered_vs_oracle", ".0%") for a in ATTACKS]
+            row += [cell(a, "forget_acc", ".2f") for a in ATTACKS] + [cell(a, "recovered_net", ".0%") for a in ATTACKS]
             row += [f"{quantized_change_fraction(models['target'], model, bits=4):.2%}",
                     f"{mean_step_ratio(models['target'], model, bits=4):.3f}"]
             lines.append("| " + " | ".join(row) + " |")
             print(lines[-1], f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-    lines += ["", "recovered = (K(quantized U) - K(quantized oracle)) / (K(target) - K(oracle)), K = forget "
+    lines += ["", "recovered = ((K(A(U)) - K(U)) - (K(A(O)) - K(O))) / (K(T) - K(U)): the share of the "
+              "forgetting that quantizing undoes, beyond what quantizing does to the oracle; K = forget "
               "accuracy, clipped to [0, 1]; n/a = the attack cannot run here (see audit.json for why)."]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
