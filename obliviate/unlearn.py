@@ -64,6 +64,9 @@ class UnlearnContext:
 
     params: Any
     step: int = 0
+    task: ForgetTask | None = None
+    config: Any = None  # the UnlearnConfig
+    state: dict[str, Any] = field(default_factory=dict)  # a method's own state (masks, adapters, ...)
     ref_model: Any = None
     ref_forget_logp: torch.Tensor | None = None
     ref_refusal_logp_cache: torch.Tensor | None = None
@@ -141,7 +144,7 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
 
     device = accelerator.device
     model.to(device)
-    ctx = UnlearnContext(params=params)
+    ctx = UnlearnContext(params=params, task=task, config=cfg)
     if method.ref_logp:
         model.eval()
         ctx.ref_forget_logp = _cached_logp(model, forget_enc, pad, cfg.batch_size * 4, device)
@@ -149,6 +152,14 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
             ctx.ref_refusal_logp_cache = _cached_logp(model, refusal_enc, pad, cfg.batch_size * 4, device)
     if method.ref_model:
         ctx.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    if method.setup is not None:
+        method.setup(model, task, ctx)
+    log = UnlearnLog(method=method.name)
+    if not method.trains:
+        if method.finalize is not None:
+            method.finalize(model, ctx)
+        model.eval()
+        return log
 
     g = torch.Generator().manual_seed(cfg.seed)
     forget_ds, retain_ds = _Items(forget_enc, refusal_enc), _Items(retain_enc)
@@ -171,7 +182,6 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
     opt = opt_acc
     retain_iter = itertools.cycle(retain_dl) if method.uses_retain else None
 
-    log = UnlearnLog(method=method.name)
     t0 = time.perf_counter()
     model.train()
     try:
@@ -181,14 +191,18 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
                 for forget_batch in forget_dl:
                     retain_batch = next(retain_iter) if retain_iter is not None else None
                     with accelerator.accumulate(model):
-                        loss = method.loss(model, forget_batch, retain_batch, ctx)
+                        if method.backward is not None:
+                            loss = method.backward(model, forget_batch, retain_batch, ctx, accelerator)
+                        else:
+                            loss = method.loss(model, forget_batch, retain_batch, ctx)
                         if not torch.isfinite(loss):
                             log.status = "nonfinite"
                             log.message = (f"{method.name}: the loss became {float(loss.detach())} at step {log.steps}; "
                                            "stopped before the update, keeping the last good weights "
                                            "(try a lower lr or a larger beta)")
                             break
-                        accelerator.backward(loss)
+                        if method.backward is None:
+                            accelerator.backward(loss)
                         if accelerator.sync_gradients:
                             norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
                             if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
@@ -200,6 +214,8 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
                         opt.step()
                         if accelerator.sync_gradients:
                             sched.step()
+                            if method.after_step is not None:
+                                method.after_step(model, ctx)
                         opt.zero_grad(set_to_none=True)
                     log.tokens += _tokens(forget_batch) + (_tokens(retain_batch) if retain_batch else 0)
                     if not accelerator.sync_gradients:
@@ -224,10 +240,9 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
         log.status = "interrupted"
         log.message = f"interrupted at step {log.steps}; the weights reached so far are kept"
     log.seconds = time.perf_counter() - t0
+    if method.finalize is not None:
+        method.finalize(accelerator.unwrap_model(model), ctx)
     model.eval()
-    unwrapped = accelerator.unwrap_model(model)
     accelerator.free_memory()
-    del ctx.ref_model
-    if unwrapped is not model:
-        model = unwrapped
+    ctx.ref_model = None
     return log

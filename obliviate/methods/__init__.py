@@ -3,6 +3,15 @@
 A method is a function `loss(model, forget, retain, ctx) -> Tensor` plus a dataclass of its
 hyper-parameters with the published defaults. Adding a file here that calls `@register`
 adds the method everywhere (CLI, demo, tests parametrised over the registry).
+
+Methods that are more than a loss declare optional hooks, all called by the one loop:
+- `setup(model, task, ctx)`: once, before training (choose trainable parameters, compute a
+  saliency mask, attach adapters); state goes in `ctx.state`;
+- `backward(model, forget, retain, ctx, accelerator) -> Tensor`: replaces `loss` + backward
+  for methods that combine several gradients (it leaves `.grad` set and returns the loss);
+- `after_step(model, ctx)`: after every optimizer step (e.g. restore frozen rows exactly);
+- `finalize(model, ctx)`: once, after training (merge adapters, drop hooks).
+`trains=False` marks a method that does all its work in `setup` (no optimizer steps).
 """
 
 from __future__ import annotations
@@ -25,12 +34,19 @@ class Method:
     ref_model: bool = False  # a frozen reference copy (KL on retain batches)
     refusals: bool = False  # forget batches carry a refusal answer ("I don't know")
     uses_retain: bool = True
+    setup: Callable[..., Any] | None = None
+    backward: Callable[..., Any] | None = None
+    after_step: Callable[..., Any] | None = None
+    finalize: Callable[..., Any] | None = None
+    trains: bool = True
 
 
 _REGISTRY: dict[str, Method] = {}
 
 
-def register(name: str, params: type, description: str, **needs: bool) -> Callable:
+def register(name: str, params: type, description: str, **needs: Any) -> Callable:
+    """`@register("npo", NPOParams, "...", ref_logp=True)` on the method's loss function;
+    `needs` are the Method flags and hooks above."""
     def wrap(fn: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
