@@ -99,7 +99,7 @@ def write_report(out: Path, results: dict[str, Any], command: str) -> Path:
 
         lines += ["", "## Audit: does the knowledge come back?", "",
                   "Share of the forgetting each attack undoes, beyond what the same attack gives the "
-                  "oracle: ((K(A(U)) - K(U)) - (K(A(O)) - K(O))) / (K(T) - K(U)), K = forget accuracy on "
+                  "oracle: ((K(A(U)) - K(U)) - max(0, K(A(O)) - K(O))) / (K(T) - K(U)), K = forget accuracy on "
                   "the attack's probes, clipped to [0, 1] (audit.json also has SPEC's `retained`, "
                   "`recovered` and `recovered_vs_oracle`). The target and oracle columns are controls: "
                   "their forget accuracy under each attack (an attack must not destroy or create knowledge).",

@@ -86,7 +86,7 @@ def main() -> None:
                     f"{mean_step_ratio(models['target'], model, bits=4):.3f}"]
             lines.append("| " + " | ".join(row) + " |")
             print(lines[-1], f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-    lines += ["", "recovered = ((K(A(U)) - K(U)) - (K(A(O)) - K(O))) / (K(T) - K(U)): the share of the "
+    lines += ["", "recovered = ((K(A(U)) - K(U)) - max(0, K(A(O)) - K(O))) / (K(T) - K(U)): the share of the "
               "forgetting that quantizing undoes, beyond what quantizing does to the oracle; K = forget "
               "accuracy, clipped to [0, 1]; n/a = the attack cannot run here (see audit.json for why)."]
     args.out.write_text("\n".join(lines) + "\n")

@@ -85,3 +85,8 @@ def test_net_recovery_discounts_what_the_attack_teaches_the_oracle():
     assert s["recovered_net"] == pytest.approx((0.4 - 0.2) / 0.8)
     # an attack that changes nothing scores 0 net, whatever U kept
     assert recovery_scores(0.4, 0.4, 0.9, 0.1, 0.1)["recovered_net"] == 0.0
+
+
+def test_an_attack_that_hurts_the_oracle_does_not_count_as_recovery():
+    # quantizing costs the oracle a chance-level guess (0.10 -> 0.08); U is unchanged
+    assert recovery_scores(0.82, 0.82, 1.0, 0.10, 0.08)["recovered_net"] == 0.0
