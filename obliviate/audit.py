@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from obliviate import metrics as M
-from obliviate.attacks import AttackContext, Attacked, AttackUnavailable, available, get_attack
+from obliviate.attacks import AttackContext, Attacked, AttackUnavailable, default_attacks, get_attack
 from obliviate.data.collate import encode_prompt
 from obliviate.data.task import ForgetTask, QAItem
 from obliviate.evaluate import EvalConfig, generate
@@ -178,7 +178,7 @@ def audit_models(models: dict[str, tuple[Any, Any, Path | None]], task: ForgetTa
     from obliviate.attacks.quantize import quantized_change_fraction, relative_weight_change
 
     cfg = cfg or EvalConfig()
-    attacks = attacks or list(available())
+    attacks = attacks or default_attacks()
     if "target" not in models:
         raise ValueError("the audit needs the 'target' model (before unlearning) as a control")
     base: dict[str, Probe] = {}

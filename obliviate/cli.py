@@ -248,8 +248,10 @@ def list_cmd(what: Annotated[What, typer.Argument(help="methods | metrics | atta
         entries = {name: m.description for name, m in METRICS.items()}
     elif what is What.attacks:
         from obliviate.attacks import available as attacks
+        from obliviate.attacks import default_attacks
 
-        entries = {name: a.description for name, a in attacks().items()}
+        registered = attacks()
+        entries = {name: f"[{registered[name].family}] {registered[name].description}" for name in default_attacks()}
     else:
         from obliviate.data import BENCHMARKS
 

@@ -99,6 +99,17 @@ def available() -> dict[str, Attack]:
     return dict(sorted(_REGISTRY.items()))
 
 
+FAMILIES = ("quantization", "noise", "relearning", "probe")
+
+
+def default_attacks() -> list[str]:
+    """Every registered attack, grouped by family (quantization first), then by name."""
+    def key(a: Attack) -> tuple[int, str]:
+        return (FAMILIES.index(a.family) if a.family in FAMILIES else len(FAMILIES), a.name)
+
+    return [a.name for a in sorted(available().values(), key=key)]
+
+
 def get_attack(name: str) -> Attack:
     attacks = available()
     if name not in attacks:
