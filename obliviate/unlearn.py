@@ -66,6 +66,7 @@ class UnlearnContext:
     step: int = 0
     task: ForgetTask | None = None
     config: Any = None  # the UnlearnConfig
+    tokenizer: Any = None  # for methods that encode their own items in `setup` (surgery's update set)
     state: dict[str, Any] = field(default_factory=dict)  # a method's own state (masks, adapters, ...)
     ref_model: Any = None
     ref_forget_logp: torch.Tensor | None = None
@@ -144,7 +145,7 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
 
     device = accelerator.device
     model.to(device)
-    ctx = UnlearnContext(params=params, task=task, config=cfg)
+    ctx = UnlearnContext(params=params, task=task, config=cfg, tokenizer=tokenizer)
     if method.ref_logp:
         model.eval()
         ctx.ref_forget_logp = _cached_logp(model, forget_enc, pad, cfg.batch_size * 4, device)

@@ -10,8 +10,8 @@ h is the output of decoder layer l (the paper's code hooks `model.layers[layer_i
 `output_hidden_states=True` that is hidden_states[l + 1], except for the last layer, whose
 entry there has the final norm applied). h_ref comes from the frozen reference copy. Only
 `mlp.down_proj.weight` of layers l-2..l is trained (the paper's `layer_ids=[5,6,7]`,
-`param_ids=[6]` on Zephyr-7B); `setup` freezes everything else and `finalize` restores the
-caller's `requires_grad` flags.
+`param_ids=[6]` on Zephyr-7B); `setup` freezes everything else (a down_proj the caller froze
+stays frozen) and `finalize` restores the caller's `requires_grad` flags.
 
 Tokens: the positions where `labels != -100`, i.e. the hidden state *at* each answer token
 (not the position predicting it); for raw-text items that is every token but BOS. The
@@ -95,8 +95,8 @@ def setup(model, task, ctx) -> None:
     ctx.state["rmu_control"] = control_vector(d, p.c, seed).to(next(model.parameters()).device)
     trained = {id(layers[i].mlp.down_proj.weight) for i in range(max(0, layer - 2), layer + 1)}
     ctx.state["rmu_requires_grad"] = {name: w.requires_grad for name, w in model.named_parameters()}
-    for w in model.parameters():
-        w.requires_grad_(id(w) in trained)
+    for w in model.parameters():  # a weight the caller froze stays frozen
+        w.requires_grad_(id(w) in trained and w.requires_grad)
 
 
 def finalize(model, ctx) -> None:

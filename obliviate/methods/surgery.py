@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from obliviate.data.collate import collate, encode, pad_id_of
 from obliviate.data.task import DataError
 from obliviate.methods import register

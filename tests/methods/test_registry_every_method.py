@@ -38,11 +38,12 @@ def test_method_runs_and_keeps_frozen_weights(name, small_world, tiny_model, tin
     before = _snapshot(tiny_model)
     log = unlearn(tiny_model, tiny_tokenizer, small_world,
                   UnlearnConfig(method=name, lr=1e-3, max_steps=3, batch_size=4))
-    assert (log.status, log.steps, log.method) == ("done", 3, name), log.message
-    assert len(log.losses) == 3 and all(torch.isfinite(torch.tensor(log.losses)))
-    assert log.tokens > 0
+    steps = 3 if get_method(name).trains else 0  # trains=False: all the work is done in setup
+    assert (log.status, log.steps, log.method) == ("done", steps, name), log.message
+    assert len(log.losses) == steps and all(torch.isfinite(torch.tensor(log.losses)))
+    assert log.tokens > 0 or not get_method(name).trains
     changed = _changed(tiny_model, before)
-    assert changed, f"{name}: no weight changed in 3 steps"
+    assert changed, f"{name}: no weight changed in {steps} steps"
     assert "model.embed_tokens.weight" not in changed  # frozen: bit-identical
     assert torch.equal(embed, before["model.embed_tokens.weight"])
 
@@ -71,6 +72,17 @@ DIRECTION_OVERRIDES = {
     "simnpo": {"delta": 6.0},
 }
 
+# Methods whose forget-direction is tested in their own file, each with its reason.
+DIRECTION_TESTED_ELSEWHERE = {
+    # RMU's objective is an activation distance at one layer; the untrained model's forget NLL
+    # is already ~log(vocab) (uniform), and 10 steps on layer 0's down_proj leave it within
+    # 0.01. test_method_rmu.py checks that the forget hidden states move towards c*u.
+    "rmu": "test_method_rmu.py",
+    # trains=False (no steps); test_method_prune.py checks that pruning raises the forget NLL
+    # more than the retain NLL on a briefly trained tiny model.
+    "prune": "test_method_prune.py",
+}
+
 
 @pytest.mark.parametrize("name", METHODS)
 def test_method_moves_its_forget_measure(name, small_world, tiny_model, tiny_tokenizer):
@@ -82,6 +94,8 @@ def test_method_moves_its_forget_measure(name, small_world, tiny_model, tiny_tok
     mask the forget term's effect at this scale; switching it off tests the forget term's
     direction, which is what this test is about.
     """
+    if name in DIRECTION_TESTED_ELSEWHERE:
+        pytest.skip(f"{name}: its direction is tested in {DIRECTION_TESTED_ELSEWHERE[name]}")
     method = get_method(name)
     overrides = {"alpha": 0.0} if "alpha" in {f.name for f in fields(method.params)} else {}
     overrides.update(DIRECTION_OVERRIDES.get(name, {}))
