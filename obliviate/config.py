@@ -35,6 +35,15 @@ WORLD_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "simnpo": {"lr": 1e-3},
     "idk_dpo": {"lr": 1e-3},
     "idk_nll": {"lr": 1e-3},
+    "ihl": {"lr": 1e-3, "params": {"alpha": 5.0}},
+    "blur": {"lr": 1e-3},
+    "surgery": {"lr": 2e-4, "params": {"g_r": 5.0}},
+    "sure": {"lr": 1e-3, "params": {"alpha": 5.0}},
+    "qau": {"lr": 3e-4, "params": {"alpha": 5.0}},
+    # RMU's published c 6.5 / alpha 1200 / layer 7 are for 7B models: on the 4-layer tiny model
+    # the retain term dominates and nothing is forgotten; a larger c, a small alpha and the
+    # second layer were chosen by the runs recorded in docs/experiments/world_defaults.md.
+    "rmu": {"lr": 3e-3, "params": {"alpha": 1.0, "c": 20.0, "layer": 1}},
 }
 
 
