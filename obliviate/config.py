@@ -43,7 +43,7 @@ WORLD_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     # RMU's published c 6.5 / alpha 1200 / layer 7 are for 7B models: on the 4-layer tiny model
     # the retain term dominates and nothing is forgotten; a larger c, a small alpha and the
     # second layer were chosen by the runs recorded in docs/experiments/world_defaults.md.
-    "rmu": {"lr": 3e-3, "params": {"alpha": 1.0, "c": 20.0, "layer": 1}},
+    "rmu": {"lr": 1e-2, "params": {"alpha": 10.0, "c": 20.0, "layer": 1}},
 }
 
 
