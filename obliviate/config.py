@@ -24,12 +24,13 @@ from obliviate.unlearn import UnlearnConfig
 # a 1M-parameter model in a few steps, so each method gets an lr that forgets the forget
 # people while keeping retain accuracy close to the target's.
 WORLD_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    # No retain term: forgetting a person's values also erodes retain people who share them,
-    # so these stop once forget accuracy reaches 0.3 (checked every 5 steps; the oracle's is 0.1).
-    "ga": {"lr": 1.5e-4, "stop_forget_acc": 0.3, "check_every": 5},
+    # No retain term: forgetting a person's values also erodes retain people who share them
+    # (stopping at forget accuracy 0.25 cost 22 points of retain accuracy), so these stop once
+    # forget accuracy reaches 0.4 (checked every 2 steps; the target's is 1.0, the oracle's 0.1).
+    "ga": {"lr": 1e-4, "batch_size": 4, "stop_forget_acc": 0.4, "check_every": 2},
     "gd": {"lr": 3e-4, "params": {"alpha": 5.0}},
     "ga_kl": {"lr": 2e-4, "params": {"alpha": 5.0}},
-    "npo": {"lr": 1.5e-4, "stop_forget_acc": 0.3, "check_every": 5},
+    "npo": {"lr": 1e-4, "batch_size": 4, "stop_forget_acc": 0.4, "check_every": 2},
     "npo_gd": {"lr": 2e-4, "params": {"alpha": 5.0}},
     "npo_kl": {"lr": 2e-4, "params": {"alpha": 10.0}},
     "simnpo": {"lr": 1e-3},
