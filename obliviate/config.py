@@ -31,7 +31,7 @@ WORLD_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "gd": {"lr": 3e-4, "params": {"alpha": 5.0}},
     "ga_kl": {"lr": 2e-4, "params": {"alpha": 5.0}},
     "npo": {"lr": 1e-4, "batch_size": 4, "stop_forget_acc": 0.4, "check_every": 2},
-    "npo_gd": {"lr": 2e-4, "params": {"alpha": 5.0}},
+    "npo_gd": {"lr": 1e-3, "params": {"alpha": 5.0}},
     "npo_kl": {"lr": 2e-4, "params": {"alpha": 10.0}},
     "simnpo": {"lr": 1e-3},
     "idk_dpo": {"lr": 1e-3},
@@ -40,7 +40,7 @@ WORLD_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "blur": {"lr": 1e-3},
     "surgery": {"lr": 2e-4, "params": {"g_r": 5.0}},
     "sure": {"lr": 1e-3, "params": {"alpha": 5.0}},
-    "qau": {"lr": 3e-4, "params": {"alpha": 5.0}},
+    "qau": {"lr": 2e-4, "params": {"alpha": 5.0}},
     # RMU's published c 6.5 / alpha 1200 / layer 7 are for 7B models: on the 4-layer tiny model
     # the retain term dominates and nothing is forgotten; a larger c, a small alpha and the
     # second layer were chosen by the runs recorded in docs/experiments/world_defaults.md.
