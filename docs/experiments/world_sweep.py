@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from obliviate.config import WORLD_METHOD_DEFAULTS, RunConfig  # noqa: E402
 from obliviate.data.world import generate_world, world_corpus  # noqa: E402
 from obliviate.evaluate import evaluate  # noqa: E402
-from obliviate.methods import available  # noqa: E402
+from obliviate.methods import available, get_method  # noqa: E402
 from obliviate.models.load import load_model  # noqa: E402
 from obliviate.models.prepare import prepare_tiny_models  # noqa: E402
 from obliviate.pipeline import evaluate_cached  # noqa: E402
@@ -52,7 +52,10 @@ def main() -> None:
         lines.append(f"| {name} | - | " + " | ".join(f"{res.metrics[c]:.3f}" for c in COLS) + " | - |")
     for method in args.methods.split(","):
         default_lr = WORLD_METHOD_DEFAULTS.get(method, {}).get("lr")
-        for lr in sorted(set(LRS) | ({default_lr} if default_lr else set())):
+        grid = sorted(set(LRS) | ({default_lr} if default_lr else set()))
+        if not get_method(method).trains:  # no optimizer steps: the lr does not matter
+            grid = [default_lr or LRS[0]]
+        for lr in grid:
             ucfg = cfg.unlearn_config(method).model_copy(update={"lr": lr})
             model, tok = load_model(dirs["target"])
             t0 = time.perf_counter()
