@@ -30,6 +30,8 @@ METRICS = ["forget_acc", "retain_acc", "forget_quality", "model_utility"]
 def _fmt(x) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
+    if abs(x) < 1e-12:  # floating-point dust from differences of equal accuracies
+        return "0.000"
     return f"{x:.3g}" if abs(x) < 0.01 and x != 0 else f"{x:.3f}"
 
 
