@@ -52,6 +52,15 @@ METRICS: dict[str, MetricInfo] = {m.name: m for m in [
                "MIA AUC with Min-K%++ [k 0.4] (Zhang et al. 2024)"),
     MetricInfo("privleak", None, "Min-K% AUC of the model and the oracle",
                "MUSE PrivLeak: relative AUC gap to the oracle in %; 0 is ideal, -100 leaks everything"),
+    # in obliviate/metrics/multiple_choice.py and extraction.py (imported where used: they run models)
+    MetricInfo("wmdp_acc", None, "letter logits (A-D) at the prompt end",
+               "WMDP zero-shot multiple-choice accuracy, lm-eval prompt, argmax over A-D (Li et al. 2024)"),
+    MetricInfo("wmdp_acc_calibrated", None, "letter logits (A-D) at the prompt end",
+               "WMDP accuracy after subtracting each letter's mean logit over the set (Zhao et al. 2021)"),
+    MetricInfo("ma", None, "token argmax flags over the whole text",
+               "TDEC memorisation accuracy: teacher-forced argmax accuracy on x_2..x_T (Jang et al. 2022)"),
+    MetricInfo("el10", None, "greedy continuations of every prefix",
+               "TDEC extraction likelihood EL_10: mean 10-gram overlap of greedy suffixes (Jang et al. 2022)"),
 ]}
 
 __all__ = [
