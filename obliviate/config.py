@@ -37,6 +37,7 @@ WORLD_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "idk_dpo": {"lr": 1e-3},
     "idk_nll": {"lr": 1e-3},
     "ihl": {"lr": 1e-3, "params": {"alpha": 5.0}},
+    "fila": {"lr": 1e-3, "params": {"alpha": 5.0}},
     "blur": {"lr": 1e-3},
     "surgery": {"lr": 2e-4, "params": {"g_r": 5.0}},
     "sure": {"lr": 1e-3, "params": {"alpha": 5.0}},

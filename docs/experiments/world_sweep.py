@@ -37,7 +37,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default=",".join(available()))
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("world_defaults.md"))
+    ap.add_argument("--lrs", default=",".join(f"{lr:g}" for lr in LRS), help="the learning-rate grid")
     args = ap.parse_args()
+    lrs = [float(x) for x in args.lrs.split(",")]
     torch.set_num_threads(2)
     cfg = RunConfig(seed=args.seed)
     task = generate_world(cfg.world.model_copy(update={"seed": args.seed}))
@@ -52,9 +54,9 @@ def main() -> None:
         lines.append(f"| {name} | - | " + " | ".join(f"{res.metrics[c]:.3f}" for c in COLS) + " | - |")
     for method in args.methods.split(","):
         default_lr = WORLD_METHOD_DEFAULTS.get(method, {}).get("lr")
-        grid = sorted(set(LRS) | ({default_lr} if default_lr else set()))
+        grid = sorted(set(lrs) | ({default_lr} if default_lr else set()))
         if not get_method(method).trains:  # no optimizer steps: the lr does not matter
-            grid = [default_lr or LRS[0]]
+            grid = [default_lr or lrs[0]]
         for lr in grid:
             ucfg = cfg.unlearn_config(method).model_copy(update={"lr": lr})
             model, tok = load_model(dirs["target"])

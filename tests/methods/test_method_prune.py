@@ -1,7 +1,6 @@
 """Selective pruning (Pochinkov & Schoots 2023): the importance ratio and the top-k choice on
 hand-made numbers, then the pruning rounds on the tiny model."""
 
-import pytest
 import torch
 
 from obliviate.data.collate import collate, encode_items, pad_id_of
@@ -17,7 +16,6 @@ from obliviate.methods.prune import (
     target_modules,
     units_per_step,
 )
-from obliviate.models.tiny import TinyModelConfig, build_model
 from obliviate.unlearn import UnlearnConfig, unlearn
 
 
@@ -61,21 +59,6 @@ def test_mean_abs_inputs_over_answer_tokens(tiny_model, small_world, tiny_tokeni
 def _nll(model, tokenizer, items):
     with torch.no_grad():
         return float(nll_mean(model, collate(encode_items(tokenizer, items), pad_id_of(tokenizer))))
-
-
-@pytest.fixture
-def trained_model(small_world, tiny_tokenizer):
-    """The tiny model after 60 Adam steps on all the facts (answer NLL ~0.06), so that neurons specialise."""
-    model = build_model(TinyModelConfig(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                        num_attention_heads=2), tiny_tokenizer, seed=0)
-    batch = collate(encode_items(tiny_tokenizer, small_world.forget + small_world.retain), pad_id_of(tiny_tokenizer))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(60):
-        opt.zero_grad()
-        nll_mean(model, batch).backward()
-        opt.step()
-    return model.eval()
 
 
 def test_prune_rounds_zero_exactly_k_new_columns_and_nothing_else(trained_model, small_world, tiny_tokenizer):
