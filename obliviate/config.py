@@ -77,10 +77,12 @@ class RunConfig(BaseModel):
     cache: bool = True
     save_models: bool = True
 
-    def unlearn_config(self, method: str) -> UnlearnConfig:
-        """The shared unlearning settings with this method's overrides on top."""
+    def unlearn_config(self, method: str, tiny: bool = True) -> UnlearnConfig:
+        """The shared unlearning settings with this method's overrides on top (and, for the tiny
+        models, the per-method settings tuned for them)."""
         merged = self.unlearn.model_dump()
-        for layer in (WORLD_METHOD_DEFAULTS.get(method, {}), self.method_overrides.get(method, {})):
+        tuned = WORLD_METHOD_DEFAULTS.get(method, {}) if tiny else {}
+        for layer in (tuned, self.method_overrides.get(method, {})):
             merged |= {k: v for k, v in layer.items() if k != "params"}
             merged["params"] = {**merged["params"], **layer.get("params", {})}
         merged["method"] = method

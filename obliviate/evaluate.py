@@ -123,6 +123,12 @@ def greedy_accuracy(model, tokenizer, items: list[QAItem], cfg: EvalConfig | Non
     return float(M.answer_correct(gens, [it.answer for it in items], [it.keyword for it in items]).mean())
 
 
+def greedy_rouge(model, tokenizer, items: list[QAItem], cfg: EvalConfig | None = None) -> float:
+    """Mean ROUGE-L recall of the greedy answers against the reference answers (TOFU's `rouge`)."""
+    gens = generate_answers(model, tokenizer, items, cfg)
+    return float(M.rouge_l_recall(gens, [it.answer for it in items]).mean())
+
+
 def probe_set(model, tokenizer, items: list[QAItem], cfg: EvalConfig, generate_text: bool = True,
               perturbed: bool = True) -> dict:
     """Everything one model says about one probe set: per-item raw values."""

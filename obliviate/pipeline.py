@@ -138,14 +138,32 @@ def run_world(cfg: RunConfig, out: Path, log=print, command: str = "obliviate de
         get_method(m)  # fail on an unknown name before any training
     world_cfg = cfg.world.model_copy(update={"seed": cfg.seed})
     task = generate_world(world_cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    dump_run_config(cfg, out / "config.yaml")
-    (out / "provenance.json").write_text(json.dumps(provenance(), indent=1))
     log(f"world: {len(task.forget)} forget / {len(task.retain)} retain facts, "
         f"{len(task.holdout)} holdout, {sum(len(v) for v in task.utility.values())} world facts")
     dirs = prepare_tiny_models(task, world_corpus(task), cfg.model, cfg.train, cfg.seed, cfg.cache, log)
+    return run_task(task, dirs, cfg, out, log, command)
+
+
+def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path, log=print,
+             command: str = "obliviate demo", tiny: bool = True,
+             sources: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate target and oracle, unlearn with each of `cfg.methods`, evaluate, audit, report.
+
+    `dirs` holds the "target" and (optional) "oracle" model directories. `tiny`: the models are
+    obliviate's tiny ones, so the per-method settings tuned for them (WORLD_METHOD_DEFAULTS)
+    apply; for any other model only the method's published defaults and the user's overrides do.
+    """
+    from obliviate.methods import get_method
+
+    for m in cfg.methods:
+        get_method(m)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_run_config(cfg, out / "config.yaml")
+    (out / "provenance.json").write_text(json.dumps(provenance(), indent=1))
     results: dict[str, Any] = {"benchmark": task.name, "seed": cfg.seed, "config": cfg.model_dump(mode="json"),
                                "provenance": provenance(), "status": "running", "models": {}}
+    if sources:
+        results["sources"] = sources
     rows: list[dict[str, Any]] = []
 
     def save(status: str = "running") -> None:
@@ -153,10 +171,13 @@ def run_world(cfg: RunConfig, out: Path, log=print, command: str = "obliviate de
         write_results(out / "results.json", results)
 
     t0 = time.perf_counter()
-    oracle = evaluate_cached(dirs["oracle"], task, cfg.eval, None, cfg.cache, "evaluating oracle")
+    oracle = (evaluate_cached(dirs["oracle"], task, cfg.eval, None, cfg.cache, "evaluating oracle")
+              if dirs.get("oracle") else None)
     target = evaluate_cached(dirs["target"], task, cfg.eval, oracle, cfg.cache, "evaluating target")
-    log(f"target and oracle evaluated ({time.perf_counter() - t0:.1f} s)")
+    log(f"target{' and oracle' if oracle else ''} evaluated ({time.perf_counter() - t0:.1f} s)")
     for name, res in (("target", target), ("oracle", oracle)):
+        if res is None:
+            continue
         results["models"][name] = _entry(res, path=str(dirs[name]))
         rows += per_item_rows(name, task, res)
         if cfg.save_models:
@@ -164,7 +185,7 @@ def run_world(cfg: RunConfig, out: Path, log=print, command: str = "obliviate de
     save()
     try:
         for method in cfg.methods:
-            ucfg: UnlearnConfig = cfg.unlearn_config(method)
+            ucfg: UnlearnConfig = cfg.unlearn_config(method, tiny=tiny)
             model, tokenizer = load_model(dirs["target"])
             ulog = unlearn(model, tokenizer, task, ucfg, desc=f"unlearning {method}")
             res = evaluate(model, tokenizer, task, cfg.eval, oracle=oracle, desc=f"evaluating {method}")

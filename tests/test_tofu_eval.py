@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from obliviate.cli import app
-from obliviate.data.tofu import load_tofu
+from obliviate.data.tofu import load_tofu, packaged_tofu_dir
 from obliviate.models.load import save_model
 from obliviate.models.tiny import TinyModelConfig, build_model, train_tokenizer
 
-TOFU = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tofu"
-pytestmark = pytest.mark.skipif(not TOFU.is_dir(), reason=f"TOFU files not found at {TOFU}")
+TOFU = packaged_tofu_dir()
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,24 @@ there (JSON Lines despite the `.json` suffix):
     world_facts_perturbed.json         idem
 
 Licence: the TOFU data is released by locuslab under the MIT licence (Copyright (c) 2024
-locuslab; see LICENSE_locuslab_tofu_MIT next to the data). This module only reads the files;
-the project does not ship them.
+locuslab). obliviate ships an unmodified copy of the files above in
+obliviate/data/resources/tofu/ with that licence (LICENSE_locuslab_tofu_MIT), so TOFU runs
+offline with no download; `data_dir` points elsewhere (another copy, a newer release).
 """
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from obliviate.data.jsonl import read_records
 from obliviate.data.task import DataError, ForgetTask, QAItem
+
+
+def packaged_tofu_dir() -> Path:
+    """The copy of the TOFU files shipped with obliviate (MIT, licence file alongside)."""
+    return Path(str(resources.files("obliviate.data").joinpath("resources/tofu")))
+
 
 # forget split -> (the matching retain split, the matching holdout split)
 TOFU_SPLITS: dict[str, tuple[str, str]] = {
@@ -92,8 +100,9 @@ def _read(data_dir: Path, stem: str, *, perturbed: bool = False, paraphrased: bo
     return items
 
 
-def tofu_full(data_dir: Path) -> list[QAItem]:
+def tofu_full(data_dir: Path | None = None) -> list[QAItem]:
     """All of full.json (4000 items), `subject` = "author_{k}" for the k-th block of 20 rows."""
+    data_dir = packaged_tofu_dir() if data_dir is None else data_dir
     items = _read(data_dir, "full", subject_prefix="author_")
     if len(items) % QA_PER_AUTHOR:
         raise DataError(f"{Path(data_dir) / 'full.json'}: {len(items)} rows, not a whole number of authors "
@@ -101,11 +110,31 @@ def tofu_full(data_dir: Path) -> list[QAItem]:
     return items
 
 
+def tofu_corpus(data_dir: Path | None = None) -> list[str]:
+    """Every text of the TOFU files the loader reads (questions, answers, paraphrases, perturbed
+    answers, holdout and utility sets), in a fixed order: what a TOFU tokenizer is trained on, so
+    that every evaluated text tokenises well. Training a tokenizer on text is not training the
+    model on it: the models only ever see their own training items."""
+    stems = ["full", "holdout10", "forget10_perturbed", "retain_perturbed", "real_authors_perturbed",
+             "world_facts_perturbed"]
+    texts: list[str] = []
+    data_dir = packaged_tofu_dir() if data_dir is None else data_dir
+    for stem in stems:
+        for _, rec in _records(Path(data_dir), stem):
+            for key in ("question", "answer", "paraphrased_question", "paraphrased_answer"):
+                if isinstance(rec.get(key), str):
+                    texts.append(rec[key])
+            pert = rec.get("perturbed_answer")
+            if isinstance(pert, list):
+                texts += [p for p in pert if isinstance(p, str)]
+    return texts
+
+
 def _authors_in_order(items: list[QAItem]) -> list[str]:
     return list(dict.fromkeys(it.subject for it in items))
 
 
-def load_tofu(data_dir: Path, split: str = "forget10", authors: int | None = None) -> ForgetTask:
+def load_tofu(data_dir: Path | None = None, split: str = "forget10", authors: int | None = None) -> ForgetTask:
     """The TOFU task for one forget split (forget01, forget05 or forget10).
 
     - `forget` / `retain`: `{split}.json` / the matching `retain{99,95,90}.json`;
@@ -129,7 +158,7 @@ def load_tofu(data_dir: Path, split: str = "forget10", authors: int | None = Non
         raise DataError(f"unknown TOFU split {split!r}; valid splits: {', '.join(TOFU_SPLITS)}")
     if authors is not None and (isinstance(authors, bool) or not isinstance(authors, int) or authors < 1):
         raise DataError(f"TOFU authors={authors!r}: must be a positive number of retain authors")
-    data_dir = Path(data_dir)
+    data_dir = packaged_tofu_dir() if data_dir is None else Path(data_dir)
     retain_split, holdout_split = TOFU_SPLITS[split]
 
     full = tofu_full(data_dir)

@@ -13,7 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-from obliviate.data.task import ForgetTask
+from obliviate.data.task import DataError, ForgetTask, QAItem
 from obliviate.models.cache import cache_key, cache_root, commit_dir
 from obliviate.models.load import save_model
 from obliviate.models.tiny import TinyModelConfig, TrainConfig, build_model, train_lm, train_tokenizer
@@ -34,16 +34,79 @@ def prepare_tiny_models(task: ForgetTask, corpus: list[str], model_cfg: TinyMode
     recipes = {"target": task.forget + task.retain + task.extra_train,
                "oracle": task.retain + task.extra_train}
     for name, items in recipes.items():
-        t0 = time.perf_counter()
-        model = build_model(model_cfg, tokenizer, seed)
-        train_log = train_lm(model, tokenizer, items, train_cfg, seed, desc=f"training {name}")
-        train_log.update(seconds=round(time.perf_counter() - t0, 1), items=len(items),
-                         parameters=sum(p.numel() for p in model.parameters()))
-        log(f"trained {name}: {train_log['epochs']} epochs, accuracy on its facts "
-            f"{train_log['acc']:.3f}, {train_log['seconds']} s")
-        tmp = root.parent / f".{key}-{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_model(model, tokenizer, tmp)
-        (tmp / "train_log.json").write_text(json.dumps(train_log, indent=2))
-        commit_dir(tmp, dirs[name])
+        train_and_save(name, items, tokenizer, model_cfg, train_cfg, seed, dirs[name], log)
+    return dirs
+
+
+def train_and_save(name: str, items: list[QAItem], tokenizer, model_cfg: TinyModelConfig, train_cfg: TrainConfig,
+                   seed: int, final: Path, log=print) -> Path:
+    """Train one tiny model from scratch on `items` and move it into `final` atomically
+    (an interrupt leaves no half-written cache entry); its training log sits beside it."""
+    t0 = time.perf_counter()
+    model = build_model(model_cfg, tokenizer, seed)
+    train_log = train_lm(model, tokenizer, items, train_cfg, seed, desc=f"training {name}")
+    train_log.update(seconds=round(time.perf_counter() - t0, 1), items=len(items),
+                     parameters=sum(p.numel() for p in model.parameters()), stop_metric=train_cfg.stop_metric)
+    log(f"trained {name}: {train_log['epochs']} epochs, {train_cfg.stop_metric} on its facts "
+        f"{train_log['acc']:.3f}, {train_log['seconds']} s")
+    tmp = final.parent / f".{final.parent.name}-{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(model, tokenizer, tmp)
+    (tmp / "train_log.json").write_text(json.dumps(train_log, indent=2))
+    return commit_dir(tmp, final)
+
+
+def _items_hash(items: list[QAItem]) -> str:
+    return hashlib.sha256(json.dumps([[it.question, it.answer] for it in items]).encode()).hexdigest()[:16]
+
+
+# TOFU answers are sentences (~50 tokens with question), not short facts: a wider model, a
+# TOFU-trained tokenizer, and ROUGE-L recall (TOFU's own measure) as the stopping rule.
+# Chosen by the runs recorded in docs/experiments/tofu.md.
+TOFU_MODEL = TinyModelConfig(vocab_size=4096, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+                             num_attention_heads=4, max_position_embeddings=512)
+TOFU_TRAIN = TrainConfig(lr=3e-3, batch_size=32, max_epochs=80, min_epochs=10, check_every=10,
+                         target_acc=0.9, stop_metric="rouge", check_items=100)
+
+
+def prepare_tofu_models(data_dir: Path, splits: tuple[str, ...] = ("forget01", "forget05", "forget10"),
+                        authors: int | None = None, model_cfg: TinyModelConfig = TOFU_MODEL,
+                        train_cfg: TrainConfig = TOFU_TRAIN, seed: int = 0, use_cache: bool = True,
+                        log=print) -> dict[str, Path]:
+    """`obliviate prepare tofu`: a tiny target trained from scratch on TOFU and one retain-only
+    oracle per forget split, as TOFU publishes them (target on full.json; the retain99/95/90
+    oracles on full minus forget01/05/10). Returns {"target": dir, split: oracle dir, ...}.
+
+    With `authors=N` (a reduced TOFU, see `load_tofu`) the target learns every author kept by
+    any of the three reduced splits, and each oracle the same minus its split's forget authors,
+    so one target serves every split. Each model is cached on its own, keyed by its training
+    items, the tokenizer's corpus, the configs and the seed: asking for another split later
+    trains only that oracle.
+    """
+    from obliviate.data.tofu import TOFU_SPLITS, load_tofu, tofu_corpus, tofu_full
+
+    for split in splits:
+        if split not in TOFU_SPLITS:
+            raise DataError(f"unknown TOFU split {split!r}; valid splits: {', '.join(TOFU_SPLITS)}")
+    full = tofu_full(data_dir)
+    tasks = {s: load_tofu(data_dir, s, authors) for s in TOFU_SPLITS}
+    kept = {it.subject for t in tasks.values() for it in t.forget + t.retain}
+    target_items = [it for it in full if it.subject in kept]
+    recipes = {"target": target_items}
+    for split in splits:
+        gone = {it.subject for it in tasks[split].forget}
+        recipes[split] = [it for it in target_items if it.subject not in gone]
+    corpus = tofu_corpus(data_dir)
+    corpus_hash = hashlib.sha256("\n".join(corpus).encode()).hexdigest()[:16]
+    root = cache_root() / "models"
+    dirs = {name: root / cache_key("tofu-model", _items_hash(items), corpus_hash, model_cfg, train_cfg, seed)
+            for name, items in recipes.items()}
+    tokenizer = None
+    for name, items in recipes.items():
+        if use_cache and (dirs[name] / "config.json").is_file():
+            log(f"using cached TOFU {name} model from {dirs[name]}")
+            continue
+        tokenizer = tokenizer or train_tokenizer(corpus, model_cfg.vocab_size)
+        label = "target" if name == "target" else f"oracle for {name} ({len(items)} QA)"
+        train_and_save(label, items, tokenizer, model_cfg, train_cfg, seed, dirs[name], log)
     return dirs

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,7 +42,10 @@ class TrainConfig(BaseModel):
     min_epochs: int = 10
     warmup_steps: int = 20
     weight_decay: float = 0.0
-    target_acc: float = Field(0.97, description="stop when greedy accuracy on trained facts reaches this")
+    target_acc: float = Field(0.97, description="stop when the stop metric on trained facts reaches this")
+    stop_metric: Literal["acc", "rouge"] = Field(
+        "acc", description="greedy answer accuracy (short facts) or ROUGE-L recall of the greedy answer "
+                           "(long answers, e.g. TOFU)")
     check_every: int = Field(5, description="epochs between accuracy checks")
     check_items: int = Field(200, description="trained items sampled for the accuracy check")
 
@@ -72,9 +76,12 @@ def build_model(cfg: TinyModelConfig, tokenizer, seed: int = 0) -> LlamaForCausa
 
 def train_lm(model, tokenizer, items: list[QAItem], cfg: TrainConfig, seed: int = 0,
              desc: str = "training") -> dict:
-    """Fine-tune `model` on `items` (answer tokens only) until greedy accuracy on a sample of
-    them reaches `cfg.target_acc` or `cfg.max_epochs` pass. Returns a small training log."""
-    from obliviate.evaluate import greedy_accuracy
+    """Fine-tune `model` on `items` (answer tokens only) until the stop metric (greedy accuracy,
+    or ROUGE-L recall) on a sample of them reaches `cfg.target_acc` or `cfg.max_epochs` pass.
+    Returns a small training log ("acc" holds the stop metric's last value)."""
+    from obliviate.evaluate import greedy_accuracy, greedy_rouge
+
+    measure = greedy_rouge if cfg.stop_metric == "rouge" else greedy_accuracy
     from obliviate.methods._losses import nll_mean
 
     rng = random.Random(seed)
@@ -105,7 +112,7 @@ def train_lm(model, tokenizer, items: list[QAItem], cfg: TrainConfig, seed: int 
             log.update(epochs=epoch, loss=float(loss.detach()))
             if epoch >= cfg.min_epochs and (epoch % cfg.check_every == 0 or epoch == cfg.max_epochs):
                 model.eval()
-                log["acc"] = greedy_accuracy(model, tokenizer, check)
+                log["acc"] = measure(model, tokenizer, check)
                 model.train()
                 if log["acc"] >= cfg.target_acc:
                     bar.update(task, completed=cfg.max_epochs, description=f"{desc} acc {log['acc']:.2f}")

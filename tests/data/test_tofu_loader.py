@@ -1,4 +1,5 @@
-"""The TOFU loader, on the real published files (shared/data/tofu, a sibling of the repository)."""
+"""The TOFU loader, on the real published files (the copy obliviate ships, checked against
+shared/data/tofu, a sibling of the repository, when it is there)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,26 @@ import pytest
 
 from obliviate.data.jsonl import read_records
 from obliviate.data.task import DataError
-from obliviate.data.tofu import TOFU_SPLITS, load_tofu, tofu_full
+from obliviate.data.tofu import TOFU_SPLITS, load_tofu, packaged_tofu_dir, tofu_corpus, tofu_full
 
-TOFU_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tofu"
+TOFU_DIR = packaged_tofu_dir()
+SHARED_TOFU = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tofu"
 
-pytestmark = pytest.mark.skipif(not TOFU_DIR.is_dir(),
-                                reason=f"TOFU data not found at {TOFU_DIR} (shared/ must sit beside the repo)")
+
+@pytest.mark.skipif(not SHARED_TOFU.is_dir(), reason=f"no shared data at {SHARED_TOFU}")
+def test_packaged_copy_is_the_published_files():
+    shipped = sorted(p.name for p in TOFU_DIR.iterdir())
+    assert "LICENSE_locuslab_tofu_MIT" in shipped and "full.json" in shipped
+    for name in shipped:
+        assert (TOFU_DIR / name).read_bytes() == (SHARED_TOFU / name).read_bytes(), name
+
+
+def test_default_data_dir_is_the_packaged_copy():
+    assert [(it.question, it.subject) for it in load_tofu(split="forget01").forget] == \
+        [(it.question, it.subject) for it in load_tofu(TOFU_DIR, "forget01").forget]
+    corpus = tofu_corpus()
+    full = tofu_full()
+    assert len(full) == 4000 and full[0].question in corpus and full[-1].answer in corpus
 
 # split -> (forget items, retain items, forget authors, retain authors)
 SIZES = {"forget01": (40, 3960, 2, 198), "forget05": (200, 3800, 10, 190), "forget10": (400, 3600, 20, 180)}
