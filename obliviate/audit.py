@@ -80,6 +80,8 @@ def _correct(model, tokenizer, items: list[QAItem], prompts: list[list[int]] | N
     max_new = [min(cfg.max_new_tokens, int(cfg.answer_len_factor * len(tokenizer(" " + it.answer)["input_ids"])) + 8)
                for it in items]
     gens = generate(model, tokenizer, prompts, max_new, cfg.batch_size)
+    if cfg.knowledge == "rouge":
+        return M.rouge_l_recall(gens, [it.answer for it in items])
     return M.answer_correct(gens, [it.answer for it in items], [it.keyword for it in items])
 
 
@@ -201,7 +203,8 @@ def audit_models(models: dict[str, tuple[Any, Any, Path | None]], task: ForgetTa
         if name not in ("target", "oracle"):
             verdicts[name] = verdict(table[name], float(base[name].forget_correct.mean()),
                                      float(base["target"].forget_correct.mean()))
-    return {"attacks": attacks, "models": table, "verdicts": verdicts, "diagnostics": diagnostics,
+    return {"attacks": attacks, "knowledge": cfg.knowledge, "models": table, "verdicts": verdicts,
+            "diagnostics": diagnostics,
             "baseline": {n: {"forget_acc": float(p.forget_correct.mean()), "retain_acc": p.retain_acc}
                          for n, p in base.items()}}
 

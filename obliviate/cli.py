@@ -191,6 +191,105 @@ def unlearn_cmd(
     print_table(results, out_console)
 
 
+prepare_app = typer.Typer(no_args_is_help=True, help="Train (and cache) tiny target and oracle models for a benchmark.")
+bench_app = typer.Typer(no_args_is_help=True, help="Run a published benchmark end to end: unlearn, evaluate, audit.")
+app.add_typer(prepare_app, name="prepare")
+app.add_typer(bench_app, name="bench")
+
+DataOpt = Annotated[Path | None, typer.Option(help="the benchmark's files in their published layout")]
+SeedOpt = Annotated[int, typer.Option(help="seed of the models and of unlearning")]
+ConfigOpt = Annotated[Path | None, typer.Option(help="YAML/JSON run file (method_overrides, unlearn, eval, ...)")]
+MethodsOpt = Annotated[str | None, typer.Option(help="comma-separated methods (see `obliviate list methods`)")]
+AttacksOpt = Annotated[str | None, typer.Option(help="comma-separated attacks (default: all)")]
+AuditOpt = Annotated[bool, typer.Option(help="run the recovery audit")]
+ModelOpt = Annotated[str | None, typer.Option(help="a real model (directory or Hub id) instead of the tiny one")]
+OracleOpt = Annotated[str | None, typer.Option(help="its retain-only oracle (forget quality, privleak)")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="retrain the tiny models")]
+ForceOpt = Annotated[bool, typer.Option(help="overwrite an existing run directory")]
+
+
+def _bench_config(config: Path | None, seed: int, methods: str | None, default_methods: list[str],
+                  attacks: str | None, audit: bool, no_cache: bool):
+    from obliviate.config import load_run_config
+
+    overrides: dict[str, Any] = {"seed": seed, "audit.enabled": audit, "audit.attacks": _split(attacks)}
+    overrides["methods"] = _split(methods) or (None if config else default_methods)
+    if no_cache:
+        overrides["cache"] = False
+    return load_run_config(config, overrides)
+
+
+def _run_bench(out: Path, force: bool, job) -> None:
+    """Prepare the run directory, run `job(log, command)`, print the tables; errors are one line."""
+    from obliviate.pipeline import prepare_run_dir
+    from obliviate.report.tables import print_table
+
+    try:
+        prepare_run_dir(out, force)
+        _setup_threads()
+        results = job(lambda m: console.print(f"[dim]{m}[/]", highlight=False), _command_line())
+    except (DataError, KeyError) as e:
+        _fail(str(e).strip("'\""))
+    except KeyboardInterrupt:
+        _fail(f"interrupted; partial results in {out}", 130)
+    print_table(results, out_console)
+    _print_audit(results)
+    out_console.print(f"run directory: {out}")
+
+
+@prepare_app.command("tofu")
+def prepare_tofu_cmd(
+    data: DataOpt = None,
+    splits: Annotated[str, typer.Option(help="the oracles to train: forget01,forget05,forget10")] = "forget01,forget05,forget10",
+    authors: Annotated[int | None, typer.Option(help="reduced TOFU: this many retain authors")] = None,
+    seed: SeedOpt = 0,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Train a tiny TOFU target on full.json and the retain-only oracles (retain99/95/90), cached."""
+    from obliviate.models.prepare import prepare_tofu_models
+
+    try:
+        _setup_threads()
+        dirs = prepare_tofu_models(data, tuple(_split(splits) or ()), authors, seed=seed, use_cache=not no_cache,
+                                   log=lambda m: console.print(f"[dim]{m}[/]", highlight=False))
+    except DataError as e:
+        _fail(str(e))
+    for name, path in dirs.items():
+        log = path / "train_log.json"
+        info = json.loads(log.read_text()) if log.is_file() else {}
+        label = "target" if name == "target" else f"oracle ({name})"
+        out_console.print(f"{label:<20} {path}  {info.get('stop_metric', '')} {info.get('acc', float('nan')):.3f}, "
+                          f"{info.get('epochs', '?')} epochs, {info.get('seconds', '?')} s")
+
+
+@bench_app.command("tofu")
+def bench_tofu_cmd(
+    out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/tofu"),
+    split: Annotated[str, typer.Option(help="forget01 | forget05 | forget10")] = "forget10",
+    authors: Annotated[int | None, typer.Option(help="reduced TOFU: this many retain authors")] = None,
+    data: DataOpt = None,
+    model: ModelOpt = None,
+    oracle: OracleOpt = None,
+    methods: MethodsOpt = None,
+    attacks: AttacksOpt = None,
+    audit: AuditOpt = True,
+    config: ConfigOpt = None,
+    seed: SeedOpt = 0,
+    no_cache: NoCacheOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """TOFU end to end: tiny target + oracle from the real data (or --model/--oracle), methods, suite, audit."""
+    from obliviate.benchmarks import tofu
+
+    if oracle and not model:
+        _fail("--oracle needs --model (the tiny target has its own oracle)")
+    try:
+        cfg = _bench_config(config, seed, methods, tofu.DEFAULT_METHODS, attacks, audit, no_cache)
+    except DataError as e:
+        _fail(str(e))
+    _run_bench(out, force, lambda log, command: tofu.run(out, cfg, split, authors, data, model, oracle, log, command))
+
+
 class Benchmark(StrEnum):
     tofu = "tofu"
 

@@ -11,6 +11,7 @@ batched, left-padded and stops at EOS or shortly after the reference answer's le
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -40,6 +41,9 @@ class EvalConfig(BaseModel):
                          "that can raise ROUGE-L recall much, and it saves most of the generation time")
     min_k: float = 0.4
     max_length: int = 512
+    knowledge: Literal["acc", "rouge"] = Field(
+        "acc", description="the audit's per-item knowledge measure K: answer accuracy (short facts) or "
+                           "ROUGE-L recall of the greedy answer (long answers, e.g. TOFU)")
 
 
 @dataclass

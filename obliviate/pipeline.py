@@ -180,7 +180,7 @@ def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path,
             continue
         results["models"][name] = _entry(res, path=str(dirs[name]))
         rows += per_item_rows(name, task, res)
-        if cfg.save_models:
+        if cfg.save_models and tiny:  # a real model is referenced by its path, not copied
             shutil.copytree(dirs[name], out / "models" / name)
     save()
     try:

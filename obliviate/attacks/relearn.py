@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from obliviate.attacks import AttackContext, Attacked, register, resolve_params
+from obliviate.attacks import AttackContext, Attacked, AttackUnavailable, register, resolve_params
 from obliviate.data.collate import batches, collate, encode_items, pad_id_of
 from obliviate.data.task import QAItem
 from obliviate.evaluate import greedy_accuracy
@@ -61,7 +61,7 @@ def split_forget_by_subject(items: list[QAItem], seed: int,
     keys = [it.subject if it.subject is not None else ("item", i) for i, it in enumerate(items)]
     subjects = list(dict.fromkeys(keys))
     if len(subjects) < 2:
-        raise ValueError(f"cannot split {len(items)} forget item(s) about {len(subjects)} subject(s) into "
+        raise AttackUnavailable(f"cannot split {len(items)} forget item(s) about {len(subjects)} subject(s) into "
                          "train and held-out facts about different subjects: at least 2 subjects are needed")
     random.Random(seed).shuffle(subjects)
     n_train = min(len(subjects) - 1, max(1, round(train_fraction * len(subjects))))

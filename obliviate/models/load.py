@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from obliviate.data.task import DataError
+from obliviate.models import projection
 
 
 def default_dtype(device: str | None = None) -> torch.dtype:
@@ -54,6 +55,8 @@ def load_model(name: str | Path, dtype: torch.dtype | str | None = None, device:
     except (OSError, ValueError) as e:
         raise DataError(f"{name}: cannot load the model ({str(e).splitlines()[0]})") from e
     tokenizer = AutoTokenizer.from_pretrained(str(name))
+    if path.is_dir():
+        projection.load(model, path)  # residual-stream projections saved beside the weights (mrp)
     if device:
         model.to(device)
     model.eval()
@@ -61,8 +64,11 @@ def load_model(name: str | Path, dtype: torch.dtype | str | None = None, device:
 
 
 def save_model(model, tokenizer, path: Path) -> Path:
-    """Save as a Hugging Face directory (safetensors) that `load_model` reads back."""
+    """Save as a Hugging Face directory (safetensors) that `load_model` reads back; residual-stream
+    projections the model carries (mrp) go to a side file, the weights file stays a plain checkpoint."""
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path, safe_serialization=True)
+    with projection.detached(model) as found:
+        model.save_pretrained(path, safe_serialization=True)
+    projection.save(found, path)
     tokenizer.save_pretrained(path)
     return path

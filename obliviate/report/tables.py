@@ -66,7 +66,8 @@ def audit_grid(audit: dict[str, Any], key: str = "recovered_net") -> tuple[list[
     columns (controls) show their forget accuracy under the attack."""
     methods = [n for n in audit["models"] if n not in ("target", "oracle")]
     controls = [n for n in ("target", "oracle") if n in audit["models"]]
-    head = ["attack", *methods, *(f"{c} acc" for c in controls)]
+    measure = "ROUGE" if audit.get("knowledge") == "rouge" else "acc"
+    head = ["attack", *methods, *(f"{c} {measure}" for c in controls)]
     rows = []
     for attack in audit["attacks"]:
         cells = [_pct(audit["models"][m].get(attack), key) for m in methods]
@@ -91,8 +92,9 @@ def print_audit(audit: dict[str, Any], console=None) -> None:
     if not console.is_terminal:
         console.width = max(console.width, 120)
     head, rows = audit_grid(audit)
+    measure = "forget ROUGE-L recall" if audit.get("knowledge") == "rouge" else "forget accuracy"
     table = Table(title="audit: share of the forgetting each attack undoes, beyond what it gives the oracle; "
-                        "controls: forget accuracy under attack")
+                        f"controls: {measure} under attack")
     for i, h in enumerate(head):
         table.add_column(h, justify="left" if i == 0 else "right")
     for r in rows:

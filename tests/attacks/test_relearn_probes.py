@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import obliviate.attacks.relearn as relearn
-from obliviate.attacks import AttackContext, get_attack
+from obliviate.attacks import AttackContext, AttackUnavailable, get_attack
 from obliviate.attacks.probes import PROMPT_FORMAT_TEMPLATE
 from obliviate.attacks.relearn import split_forget_by_subject
 from obliviate.data.collate import encode_prompt, format_prompt
@@ -45,9 +45,9 @@ def test_split_of_subjectless_items_and_too_few_subjects():
     train, held_out = split_forget_by_subject(items, seed=1)
     assert len(train) == 2 and len(held_out) == 2 and not set(train) & set(held_out)
     one_person = [QAItem(f"q{i}?", f"a{i}", subject="Ann") for i in range(4)]
-    with pytest.raises(ValueError, match="at least 2 subjects"):
+    with pytest.raises(AttackUnavailable, match="at least 2 subjects"):
         split_forget_by_subject(one_person, seed=0)
-    with pytest.raises(ValueError, match="at least 2 subjects"):
+    with pytest.raises(AttackUnavailable, match="at least 2 subjects"):
         split_forget_by_subject([], seed=0)
 
 

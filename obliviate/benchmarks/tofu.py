@@ -1,0 +1,49 @@
+"""`obliviate bench tofu`: the TOFU protocol (Maini et al. 2024) on the real TOFU files.
+
+Tiny models by default: `prepare_tofu_models` trains a target on TOFU and the retain-only
+oracle of the split from scratch (cached); with `model=`/`oracle=` the same protocol runs on
+real fine-tuned TOFU models (the published Llama/Phi ones). Unlearn the forget split with each
+method, evaluate with the TOFU suite (forget quality against the oracle, model utility over
+retain / real authors / world facts, truth ratio, probability, ROUGE, privleak against the
+holdout authors) and audit. TOFU answers are sentences: the audit's knowledge measure is
+ROUGE-L recall of the greedy answer (not exact-match accuracy).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from obliviate.config import RunConfig
+from obliviate.data.tofu import load_tofu, packaged_tofu_dir
+from obliviate.models.prepare import TOFU_MODEL, TOFU_TRAIN, prepare_tofu_models
+from obliviate.pipeline import run_task
+
+# The methods TOFU itself reports, plus NPO (the strongest published baseline).
+DEFAULT_METHODS = ["ga", "gd", "npo", "npo_kl", "idk_dpo"]
+
+
+def tofu_models(cfg: RunConfig, data: Path | None, split: str, authors: int | None, log=print) -> dict[str, Path]:
+    """The tiny target and the split's oracle (TOFU's model/train settings unless the run file sets them)."""
+    model_cfg = cfg.model if "model" in cfg.model_fields_set else TOFU_MODEL
+    train_cfg = cfg.train if "train" in cfg.model_fields_set else TOFU_TRAIN
+    dirs = prepare_tofu_models(data or packaged_tofu_dir(), (split,), authors, model_cfg, train_cfg, cfg.seed,
+                               cfg.cache, log)
+    return {"target": dirs["target"], "oracle": dirs[split]}
+
+
+def run(out: Path, cfg: RunConfig, split: str = "forget10", authors: int | None = None, data: Path | None = None,
+        model: str | None = None, oracle: str | None = None, log=print,
+        command: str = "obliviate bench tofu") -> dict[str, Any]:
+    task = load_tofu(data, split, authors)
+    log(f"TOFU {split}{f' ({authors} retain authors)' if authors else ''}: {len(task.forget)} forget / "
+        f"{len(task.retain)} retain QA, {len(task.holdout)} holdout")
+    cfg = cfg.model_copy(update={"benchmark": "tofu",
+                                 "eval": cfg.eval.model_copy(update={"knowledge": "rouge"})})
+    if model:
+        dirs: dict[str, Any] = {"target": model, "oracle": oracle}
+    else:
+        dirs = tofu_models(cfg, data, split, authors, log)
+    sources = {"data": str(data or packaged_tofu_dir()), "split": split, "authors": authors,
+               "model": model, "oracle": oracle}
+    return run_task(task, dirs, cfg, out, log, command, tiny=model is None, sources=sources)
