@@ -26,13 +26,19 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+def columns(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(metric key, label, better) of the summary table: a benchmark with its own metrics lists
+    them in results["columns"]; the TOFU-style suite is the default."""
+    return [tuple(c) for c in results.get("columns") or SUMMARY_METRICS]
+
+
 def rows(results: dict[str, Any]) -> list[list[str]]:
-    return [[name] + [_fmt(entry["metrics"].get(k)) for k, _, _ in SUMMARY_METRICS]
+    return [[name] + [_fmt(entry["metrics"].get(k)) for k, _, _ in columns(results)]
             for name, entry in results["models"].items()]
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    head = ["model"] + [f"{label} {better}".strip() for _, label, better in SUMMARY_METRICS]
+    head = ["model"] + [f"{label} {better}".strip() for _, label, better in columns(results)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
     return "\n".join(lines)
@@ -47,7 +53,7 @@ def print_table(results: dict[str, Any], console=None) -> None:
         console.width = max(console.width, 140)
     table = Table(title=f"{results.get('benchmark', '')} — seed {results.get('seed', '')}")
     table.add_column("model", style="bold")
-    for _, label, better in SUMMARY_METRICS:
+    for _, label, better in columns(results):
         table.add_column(f"{label} {better}".strip(), justify="right", overflow="fold")
     for r in rows(results):
         table.add_row(*r)
