@@ -18,6 +18,7 @@ import numpy as np
 from obliviate.config import RunConfig, dump_run_config
 from obliviate.data.task import DataError, ForgetTask
 from obliviate.evaluate import EvalConfig, EvalResult, evaluate, evaluate_with_reference
+from obliviate.memory import peak_memory
 from obliviate.models.cache import cache_key, cache_root
 from obliviate.models.load import load_model, save_model
 from obliviate.report.results import provenance, write_per_item, write_results
@@ -89,9 +90,12 @@ def write_report(out: Path, results: dict[str, Any], command: str) -> Path:
         u = entry.get("unlearn")
         if u:
             tps = u["tokens"] / u["seconds"] if u["seconds"] else float("nan")
-            lines.append(f"| {name} | {u['status']} | {u['steps']} | {u['lr']:g} | {u['seconds']:.1f} | {tps:.0f} |")
+            mem = u.get("peak_memory_mb")
+            mem_cell = "-" if mem is None else f"{mem:.0f} ({u.get('peak_memory_device', 'cpu')})"
+            lines.append(f"| {name} | {u['status']} | {u['steps']} | {u['lr']:g} | {u['seconds']:.1f} | {tps:.0f} | "
+                         f"{mem_cell} |")
             if u.get("message"):
-                lines.append(f"|  | {u['message']} | | | | |")
+                lines.append(f"|  | {u['message']} | | | | | |")
     audit = results.get("audit")
     if audit:
         audit = {**audit, "models": {n: e["audit"] for n, e in results["models"].items() if "audit" in e}}
@@ -187,7 +191,8 @@ def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path,
         for method in cfg.methods:
             ucfg: UnlearnConfig = cfg.unlearn_config(method, tiny=tiny)
             model, tokenizer = load_model(dirs["target"])
-            ulog = unlearn(model, tokenizer, task, ucfg, desc=f"unlearning {method}")
+            with peak_memory() as peak:
+                ulog = unlearn(model, tokenizer, task, ucfg, desc=f"unlearning {method}")
             res = evaluate(model, tokenizer, task, cfg.eval, oracle=oracle, desc=f"evaluating {method}")
             log(f"{method}: {ulog.steps} steps in {ulog.seconds:.1f} s, forget acc "
                 f"{res.metrics['forget_acc']:.3f}, retain acc {res.metrics['retain_acc']:.3f}"
@@ -195,6 +200,7 @@ def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path,
             unlearn_info = {"status": ulog.status, "message": ulog.message, "steps": ulog.steps,
                             "seconds": round(ulog.seconds, 2), "tokens": ulog.tokens, "lr": ucfg.lr,
                             "epochs": ucfg.epochs, "params": ucfg.params,
+                            "peak_memory_mb": round(peak.mb, 1), "peak_memory_device": peak.device,
                             "final_loss": ulog.losses[-1] if ulog.losses else None}
             results["models"][method] = _entry(res, unlearn=unlearn_info)
             rows += per_item_rows(method, task, res)

@@ -59,6 +59,8 @@ def test_run_directory_round_trips(demo_run):
     assert len(forget_rows) == 16  # 4 forget people x 4 facts
     assert all("generation" in r and "truth_ratio" in r for r in forget_rows)
     assert "| gd |" in (out / "report.md").read_text()
+    u = loaded["models"]["gd"]["unlearn"]  # recorded (RSS reuse can hide a small model's growth)
+    assert u["peak_memory_device"] == "cpu" and 0 <= u["peak_memory_mb"] < 1024
     # the saved unlearned model reloads and is not the target
     model, _ = load_model(out / "models" / "gd")
     target, _ = load_model(out / "models" / "target")

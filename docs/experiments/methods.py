@@ -46,7 +46,7 @@ def main() -> None:
     shutil.rmtree(args.out_run, ignore_errors=True)
     cfg = RunConfig(seed=args.seed, methods=methods, audit={"attacks": ATTACKS})
     results = run_world(cfg, args.out_run, log=print)
-    head = ["method", *METRICS, *(f"recovered {a}" for a in ATTACKS), "steps", "seconds", "verdict"]
+    head = ["method", *METRICS, *(f"recovered {a}" for a in ATTACKS), "steps", "seconds", "peak MiB", "verdict"]
     lines = ["# Methods compared on the embedded world (10% forget)", "",
              f"Command: `python docs/experiments/methods.py --seed {args.seed}` (2 CPU threads). "
              "Each method runs at its defaults (obliviate/config.py WORLD_METHOD_DEFAULTS); "
@@ -58,9 +58,12 @@ def main() -> None:
         rec = [("n/a" if "unavailable" in audit.get(a, {}) else _fmt(audit.get(a, {}).get("recovered_net")))
                if name not in ("target", "oracle") else "-" for a in ATTACKS]
         lines.append("| " + " | ".join([name, *(_fmt(m.get(k)) for k in METRICS), *rec, str(u.get("steps", "-")),
-                                        str(u.get("seconds", "-")), verdicts.get(name, "control")]) + " |")
-    lines += ["", "Peak memory per method is not reported yet: on CPU the process RSS is shared by all runs "
-              "(a per-method subprocess is planned)."]
+                                        str(u.get("seconds", "-")), str(u.get("peak_memory_mb", "-")),
+                                        verdicts.get(name, "control")]) + " |")
+    lines += ["", "Peak MiB: the extra resident memory of the unlearning run above the process's level before it "
+              "(obliviate/memory.py: sampled every 5 ms on CPU; on a GPU the allocator's exact peak). Methods that "
+              "keep a reference model (KL terms), an optimizer state for every weight, or a second backward pass "
+              "need more; the tiny model makes the differences small in absolute terms."]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

@@ -22,7 +22,8 @@ def default_dtype(device: str | None = None) -> torch.dtype:
 
 
 def load_model(name: str | Path, dtype: torch.dtype | str | None = None, device: str | None = None):
-    """Return (model, tokenizer) for a causal LM directory or Hub id."""
+    """Return (model, tokenizer) for a causal LM directory or Hub id, on `device` (default: the
+    GPU when there is one, else the CPU) in `dtype` (default: see `default_dtype`)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -49,6 +50,7 @@ def load_model(name: str | Path, dtype: torch.dtype | str | None = None, device:
     if isinstance(dtype, str):
         dtype = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
                  "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}[dtype]
+    device = device or ("cuda" if torch.cuda.is_available() else None)
     dtype = dtype or default_dtype(device)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(name), dtype=dtype)
