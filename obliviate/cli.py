@@ -290,6 +290,105 @@ def bench_tofu_cmd(
     _run_bench(out, force, lambda log, command: tofu.run(out, cfg, split, authors, data, model, oracle, log, command))
 
 
+@bench_app.command("muse")
+def bench_muse_cmd(
+    data: Annotated[Path, typer.Option(help="MUSE-News files (raw/, verbmem/, knowmem/, privleak/)")],
+    out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/muse"),
+    articles: Annotated[int | None, typer.Option(help="keep the first N forget articles (tiny models on a CPU)")] = None,
+    model: ModelOpt = None,
+    oracle: OracleOpt = None,
+    methods: MethodsOpt = None,
+    config: ConfigOpt = None,
+    seed: SeedOpt = 0,
+    no_cache: NoCacheOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """MUSE-News: unlearn the forget articles (text), then VerbMem, KnowMem and PrivLeak against the oracle."""
+    from obliviate.benchmarks import muse
+
+    if oracle and not model:
+        _fail("--oracle needs --model (the tiny target has its own oracle)")
+    try:
+        cfg = _bench_config(config, seed, methods, muse.DEFAULT_METHODS, None, False, no_cache)
+    except DataError as e:
+        _fail(str(e))
+    _run_bench(out, force, lambda log, command: muse.run(out, cfg, data, articles, model, oracle, log, command))
+
+
+@bench_app.command("semeval")
+def bench_semeval_cmd(
+    data: Annotated[Path, typer.Option(help="SemEval-2025 Task 4 files (forget/retain x train/validation, mia_data/)")],
+    out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/semeval"),
+    model: ModelOpt = None,
+    oracle: OracleOpt = None,
+    mmlu: Annotated[float | None, typer.Option(help="the model's MMLU accuracy, for the final score")] = None,
+    methods: MethodsOpt = None,
+    config: ConfigOpt = None,
+    seed: SeedOpt = 0,
+    no_cache: NoCacheOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """SemEval-2025 Task 4: unlearn, then the 12-cell task aggregate, the MIA score and the final score."""
+    from obliviate.benchmarks import semeval
+
+    if oracle and not model:
+        _fail("--oracle needs --model (the tiny target has its own oracle)")
+    try:
+        cfg = _bench_config(config, seed, methods, semeval.DEFAULT_METHODS, None, False, no_cache)
+    except DataError as e:
+        _fail(str(e))
+    _run_bench(out, force, lambda log, command: semeval.run(out, cfg, data, model, oracle, mmlu, log, command))
+
+
+@bench_app.command("wmdp")
+def bench_wmdp_cmd(
+    model: Annotated[str, typer.Option(help="the model to evaluate (and unlearn): directory or Hub id")],
+    data: Annotated[Path, typer.Option(help="directory of wmdp-{bio,chem,cyber}.json")],
+    out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/wmdp"),
+    baseline: Annotated[str | None, typer.Option(help="a second model to compare (e.g. the base of an RMU model)")] = None,
+    subsets: Annotated[str, typer.Option(help="comma-separated: bio,chem,cyber")] = "bio,chem,cyber",
+    limit: Annotated[int | None, typer.Option(help="at most this many questions per subset")] = None,
+    forget_corpus: Annotated[Path | None, typer.Option(help="forget text ({text} JSON Lines/JSON/CSV): unlearn")] = None,
+    retain_corpus: Annotated[Path | None, typer.Option(help="retain text, same formats")] = None,
+    methods: MethodsOpt = None,
+    config: ConfigOpt = None,
+    seed: SeedOpt = 0,
+    force: ForceOpt = False,
+) -> None:
+    """WMDP multiple-choice accuracy (zero-shot and calibrated); with corpora, unlearn (RMU) and re-evaluate."""
+    from obliviate.benchmarks import wmdp
+
+    try:
+        cfg = _bench_config(config, seed, methods, wmdp.DEFAULT_METHODS, None, False, False)
+    except DataError as e:
+        _fail(str(e))
+    _run_bench(out, force, lambda log, command: wmdp.run(
+        out, cfg, data, model, tuple(_split(subsets) or ()), limit, forget_corpus, retain_corpus, baseline, log,
+        command))
+
+
+@bench_app.command("rwku")
+def bench_rwku_cmd(
+    model: Annotated[str, typer.Option(help="the model to evaluate and unlearn: directory or Hub id")],
+    data: Annotated[Path, typer.Option(help="RWKU files (per-subject folders or flat files with `subject`)")],
+    subject: Annotated[list[str], typer.Option(help="a person to forget (repeatable; names may hold commas)")],
+    out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/rwku"),
+    chat: Annotated[bool, typer.Option(help="prompt through the tokenizer's chat template")] = False,
+    methods: MethodsOpt = None,
+    config: ConfigOpt = None,
+    seed: SeedOpt = 0,
+    force: ForceOpt = False,
+) -> None:
+    """RWKU probes (3 forget levels, neighbours, MIA) before and after unlearning the subjects' passages."""
+    from obliviate.benchmarks import rwku
+
+    try:
+        cfg = _bench_config(config, seed, methods, rwku.DEFAULT_METHODS, None, False, False)
+    except DataError as e:
+        _fail(str(e))
+    _run_bench(out, force, lambda log, command: rwku.run(out, cfg, data, model, subject, log, command, chat))
+
+
 class Benchmark(StrEnum):
     tofu = "tofu"
 
