@@ -82,6 +82,17 @@ def _entry(res: EvalResult, **extra: Any) -> dict[str, Any]:
     return {"metrics": res.metrics, "per_item": res.per_item, **extra}
 
 
+def unlearn_measured(model, tokenizer, task: ForgetTask, ucfg: UnlearnConfig, **kwargs: Any):
+    """`unlearn` with its peak memory measured; returns (log, the record results.json keeps)."""
+    with peak_memory() as peak:
+        ulog = unlearn(model, tokenizer, task, ucfg, **kwargs)
+    return ulog, {"status": ulog.status, "message": ulog.message, "steps": ulog.steps,
+                  "seconds": round(ulog.seconds, 2), "tokens": ulog.tokens, "lr": ucfg.lr, "epochs": ucfg.epochs,
+                  "max_steps": ucfg.max_steps, "batch_size": ucfg.batch_size, "params": ucfg.params,
+                  "peak_memory_mb": round(peak.mb, 1), "peak_memory_device": peak.device,
+                  "final_loss": ulog.losses[-1] if ulog.losses else None}
+
+
 def write_report(out: Path, results: dict[str, Any], command: str) -> Path:
     lines = [f"# obliviate run — {results['benchmark']}", "", f"Command: `{command}`", "",
              markdown_table(results), ""]
@@ -191,18 +202,12 @@ def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path,
         for method in cfg.methods:
             ucfg: UnlearnConfig = cfg.unlearn_config(method, tiny=tiny)
             model, tokenizer = load_model(dirs["target"])
-            with peak_memory() as peak:
-                ulog = unlearn(model, tokenizer, task, ucfg, desc=f"unlearning {method}")
+            ulog, info = unlearn_measured(model, tokenizer, task, ucfg, desc=f"unlearning {method}")
             res = evaluate(model, tokenizer, task, cfg.eval, oracle=oracle, desc=f"evaluating {method}")
             log(f"{method}: {ulog.steps} steps in {ulog.seconds:.1f} s, forget acc "
                 f"{res.metrics['forget_acc']:.3f}, retain acc {res.metrics['retain_acc']:.3f}"
                 + (f" ({ulog.message})" if ulog.message else ""))
-            unlearn_info = {"status": ulog.status, "message": ulog.message, "steps": ulog.steps,
-                            "seconds": round(ulog.seconds, 2), "tokens": ulog.tokens, "lr": ucfg.lr,
-                            "epochs": ucfg.epochs, "params": ucfg.params,
-                            "peak_memory_mb": round(peak.mb, 1), "peak_memory_device": peak.device,
-                            "final_loss": ulog.losses[-1] if ulog.losses else None}
-            results["models"][method] = _entry(res, unlearn=unlearn_info)
+            results["models"][method] = _entry(res, unlearn=info)
             rows += per_item_rows(method, task, res)
             if cfg.save_models:
                 save_model(model, tokenizer, out / "models" / method)

@@ -19,12 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from obliviate.benchmarks._runner import check_methods as shared_check
 from obliviate.config import AuditConfig, RunConfig, dump_run_config
 from obliviate.data.task import DataError, ForgetTask, QAItem
 from obliviate.evaluate import EvalConfig, probe_set
 from obliviate.models.load import load_model, save_model
+from obliviate.pipeline import unlearn_measured
 from obliviate.report.results import provenance, write_per_item, write_results
-from obliviate.unlearn import UnlearnConfig, UnlearnLog, unlearn
+from obliviate.unlearn import UnlearnConfig
 
 # How many items of a training corpus its NLL is measured on (the first ones).
 CORPUS_EVAL_MAX = 200
@@ -45,13 +47,7 @@ def release() -> None:
 def check_methods(methods: list[str], task: ForgetTask | None = None) -> None:
     """Fail before any model is loaded on an unknown method, or on one that needs questions to
     refuse when the forget set is raw text."""
-    from obliviate.methods import get_method
-
-    text = task is not None and any(it.is_text for it in task.forget)
-    for m in methods:
-        if get_method(m).refusals and text:
-            raise DataError(f"method {m!r} needs questions to refuse, and the forget corpus is raw text; "
-                            "pick another method (e.g. ga, gd, npo, rmu)")
+    shared_check(methods, text=task is not None and any(it.is_text for it in task.forget))
 
 
 def method_config(cfg: RunConfig, method: str, defaults: dict[str, dict[str, Any]]) -> UnlearnConfig:
@@ -77,14 +73,6 @@ def corpus_nll(model, tokenizer, items: list[QAItem], cfg: EvalConfig) -> np.nda
         return np.zeros(0)
     probe = probe_set(model, tokenizer, items, cfg, generate_text=False, perturbed=False)
     return np.asarray(probe["nll_avg"], dtype=np.float64)
-
-
-def unlearn_info(ulog: UnlearnLog, ucfg: UnlearnConfig) -> dict[str, Any]:
-    """What results.json records of an unlearning run (the keys `write_report` reads)."""
-    return {"status": ulog.status, "message": ulog.message, "steps": ulog.steps, "seconds": round(ulog.seconds, 2),
-            "tokens": ulog.tokens, "lr": ucfg.lr, "epochs": ucfg.epochs, "max_steps": ucfg.max_steps,
-            "batch_size": ucfg.batch_size, "params": ucfg.params,
-            "final_loss": ulog.losses[-1] if ulog.losses else None}
 
 
 class RunDir:
@@ -144,8 +132,7 @@ def run_models(run_dir: RunDir, cfg: RunConfig, model: str, task: ForgetTask | N
         for method in cfg.methods if task is not None else []:
             ucfg = method_config(cfg, method, method_defaults)
             m, tok = load_model(model, device=dev)
-            ulog = unlearn(m, tok, task, ucfg, desc=f"unlearning {method}")
-            info = unlearn_info(ulog, ucfg)
+            ulog, info = unlearn_measured(m, tok, task, ucfg, desc=f"unlearning {method}")
             log(f"{method}: {ulog.status}, {ulog.steps} steps in {ulog.seconds:.1f} s"
                 + (f" ({ulog.message})" if ulog.message else ""))
             metrics, per_item, rows = evaluate_model(m, tok, method)

@@ -24,9 +24,10 @@ from obliviate.data.collate import Encoded, pad_id_of
 from obliviate.data.task import DataError, ForgetTask
 from obliviate.models.cache import cache_key, cache_root
 from obliviate.models.load import load_model, save_model
+from obliviate.pipeline import unlearn_measured
 from obliviate.report.results import provenance, write_per_item, write_results
 from obliviate.report.tables import markdown_table
-from obliviate.unlearn import UnlearnConfig, unlearn
+from obliviate.unlearn import UnlearnConfig
 
 # evaluate(model, tokenizer, name, oracle_metrics) -> (metrics, per-item rows)
 EvalFn = Callable[[Any, Any, str, dict[str, float] | None], tuple[dict[str, float], list[dict[str, Any]]]]
@@ -174,15 +175,12 @@ def run_benchmark(out: Path, cfg: RunConfig, benchmark: str, dirs: dict[str, Any
             if ucfg.stop_forget_acc is not None:  # greedy QA accuracy means nothing on raw text
                 ucfg = ucfg.model_copy(update={"stop_forget_acc": None})
             model, tokenizer = load_model(dirs["target"])
-            ulog = unlearn(model, tokenizer, train_task, ucfg, desc=f"unlearning {method}")
+            ulog, info = unlearn_measured(model, tokenizer, train_task, ucfg, desc=f"unlearning {method}")
             metrics, model_rows = evaluate_model(model, tokenizer, method, oracle_metrics)
             log(f"{method}: {ulog.steps} steps in {ulog.seconds:.1f} s"
                 + (f" ({ulog.message})" if ulog.message else ""))
             rows += model_rows
-            results["models"][method] = {"metrics": metrics, "unlearn": {
-                "status": ulog.status, "message": ulog.message, "steps": ulog.steps,
-                "seconds": round(ulog.seconds, 2), "tokens": ulog.tokens, "lr": ucfg.lr, "epochs": ucfg.epochs,
-                "params": ucfg.params, "final_loss": ulog.losses[-1] if ulog.losses else None}}
+            results["models"][method] = {"metrics": metrics, "unlearn": info}
             if cfg.save_models:
                 save_model(model, tokenizer, out / "models" / method)
             save()
