@@ -340,6 +340,35 @@ def bench_semeval_cmd(
     _run_bench(out, force, lambda log, command: semeval.run(out, cfg, data, model, oracle, mmlu, log, command))
 
 
+@bench_app.command("tdec")
+def bench_tdec_cmd(
+    data: Annotated[Path, typer.Option(help="TDEC files: lm_extraction_32_{0..4}.csv and validation/")],
+    out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/tdec"),
+    forget_set: Annotated[int, typer.Option(help="which 32-sample forget set (0-4)")] = 0,
+    model: ModelOpt = None,
+    unseen: Annotated[str | None, typer.Option(help="unseen-text reference: a forget-set index, or pile|wikitext|lambada")] = None,
+    limit: Annotated[int | None, typer.Option(help="keep the first N forget sequences")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="cut every text to this many tokens")] = None,
+    methods: MethodsOpt = None,
+    attacks: AttacksOpt = None,
+    audit: AuditOpt = True,
+    config: ConfigOpt = None,
+    seed: SeedOpt = 0,
+    no_cache: NoCacheOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """TDEC: unlearn until MA and EL10 fall below their unseen-text values (Jang et al.); ga vs ihl vs fila."""
+    from obliviate.benchmarks import tdec
+
+    unseen_arg: int | str | None = int(unseen) if unseen is not None and unseen.isdigit() else unseen
+    try:
+        cfg = _bench_config(config, seed, methods, tdec.DEFAULT_METHODS, attacks, audit, no_cache)
+    except DataError as e:
+        _fail(str(e))
+    _run_bench(out, force, lambda log, command: tdec.run(
+        out, cfg, data, forget_set, model, unseen_arg, limit, max_tokens=max_tokens, log=log, command=command))
+
+
 @bench_app.command("wmdp")
 def bench_wmdp_cmd(
     model: Annotated[str, typer.Option(help="the model to evaluate (and unlearn): directory or Hub id")],

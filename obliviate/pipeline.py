@@ -96,7 +96,8 @@ def unlearn_measured(model, tokenizer, task: ForgetTask, ucfg: UnlearnConfig, **
 def write_report(out: Path, results: dict[str, Any], command: str) -> Path:
     lines = [f"# obliviate run — {results['benchmark']}", "", f"Command: `{command}`", "",
              markdown_table(results), ""]
-    lines += ["## Unlearning runs", "", "| method | status | steps | lr | seconds | tokens/s |", "|---|---|---|---|---|---|"]
+    lines += ["## Unlearning runs", "", "| method | status | steps | lr | seconds | tokens/s | peak memory (MiB) |",
+              "|---|---|---|---|---|---|---|"]
     for name, entry in results["models"].items():
         u = entry.get("unlearn")
         if u:

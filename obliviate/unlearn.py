@@ -19,6 +19,7 @@ import itertools
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,8 +126,12 @@ def _tokens(batch: dict) -> int:
 
 
 def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator: Accelerator | None = None,
-            desc: str | None = None) -> UnlearnLog:
-    """Unlearn `task.forget` from `model` in place with `cfg.method`; returns the run's log."""
+            desc: str | None = None, stop_when: Callable[[Any], str | None] | None = None) -> UnlearnLog:
+    """Unlearn `task.forget` from `model` in place with `cfg.method`; returns the run's log.
+
+    `stop_when(model)`: a benchmark's own stopping rule, called every `cfg.check_every` optimizer
+    steps with the unwrapped model in eval mode; a returned message stops the run there with
+    status "stopped_target" and that message (None: go on)."""
     method: Method = get_method(cfg.method)
     params = make_params(method, cfg.params)
     task.validate()
@@ -234,6 +239,13 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
                         if acc <= cfg.stop_forget_acc:
                             log.status = "stopped_target"
                             log.message = f"forget accuracy {acc:.3f} <= {cfg.stop_forget_acc} at step {log.steps}"
+                            break
+                    if stop_when is not None and log.steps % cfg.check_every == 0:
+                        model.eval()
+                        message = stop_when(accelerator.unwrap_model(model))
+                        model.train()
+                        if message:
+                            log.status, log.message = "stopped_target", message
                             break
                     if log.steps >= total:
                         break

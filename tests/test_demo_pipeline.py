@@ -58,7 +58,10 @@ def test_run_directory_round_trips(demo_run):
     forget_rows = [r for r in rows if r["model"] == "gd" and r["set"] == "forget"]
     assert len(forget_rows) == 16  # 4 forget people x 4 facts
     assert all("generation" in r and "truth_ratio" in r for r in forget_rows)
-    assert "| gd |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| gd |" in report and "| method | status | steps | lr | seconds | tokens/s | peak memory (MiB) |" in report
+    gd_row = next(line for line in report.splitlines() if line.startswith("| gd | done"))
+    assert gd_row.count("|") == 8  # 7 cells, as many as the header
     u = loaded["models"]["gd"]["unlearn"]  # recorded (RSS reuse can hide a small model's growth)
     assert u["peak_memory_device"] == "cpu" and 0 <= u["peak_memory_mb"] < 1024
     # the saved unlearned model reloads and is not the target

@@ -80,3 +80,28 @@ def test_bench_semeval_cli(tmp_path):
     res = CliRunner().invoke(app, ["bench", "semeval", "--data", str(tmp_path / "nowhere"), "--out",
                                    str(tmp_path / "bad")])
     assert res.exit_code == 2 and "nowhere" in res.output
+
+
+def test_bench_tdec_cli(tmp_path):
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tdec"
+    if not data.is_dir():
+        pytest.skip(f"no TDEC files at {data}")
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump({
+        "model": {"vocab_size": 1024, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+                  "num_attention_heads": 2, "max_position_embeddings": 256},
+        "train": {"lr": 3e-3, "batch_size": 8, "max_epochs": 60, "min_epochs": 60, "check_every": 60,
+                  "warmup_steps": 10, "check_items": 1},
+        "unlearn": {"epochs": 40, "batch_size": 4, "warmup_ratio": 0.0, "check_every": 1},
+        "method_overrides": {"ga": {"lr": 5e-4}}}))
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["bench", "tdec", "--data", str(data), "--limit", "8", "--max-tokens", "64",
+                                   "--methods", "ga", "--attacks", "rtn8", "--config", str(run_file), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    m = results["models"]
+    assert m["target"]["metrics"]["forget_ma"] > m["target"]["metrics"]["unseen_ma"] + 0.5
+    assert m["ga"]["metrics"]["forget_ma"] < m["target"]["metrics"]["forget_ma"] - 0.5
+    res = CliRunner().invoke(app, ["bench", "tdec", "--data", str(data), "--forget-set", "7", "--out",
+                                   str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "7" in res.output
