@@ -39,6 +39,8 @@ WORLD_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "ihl": {"lr": 1e-3, "params": {"alpha": 5.0}},
     "fila": {"lr": 1e-3, "params": {"alpha": 5.0}},
     "blur": {"lr": 1e-3},
+    # a projection at every layer: k 4 at layers 1-2 stopped at forget acc 0.45 (runs in world_defaults.md)
+    "mrp": {"lr": 3e-2, "params": {"k": 8, "layers": [0, 1, 2, 3]}},
     "surgery": {"lr": 2e-4, "params": {"g_r": 5.0}},
     "sure": {"lr": 1e-3, "params": {"alpha": 5.0}},
     "qau": {"lr": 2e-4, "params": {"alpha": 5.0}},
