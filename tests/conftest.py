@@ -7,6 +7,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OBLIVIATE_NO_PROGRESS", "1")
+# one torch thread: tiny models gain nothing from a second, and the CLI's own thread setup
+# (obliviate.cli._setup_threads) respects OMP_NUM_THREADS instead of taking every core
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from pathlib import Path  # noqa: E402
 
