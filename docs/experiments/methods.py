@@ -40,15 +40,22 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-run", type=Path, default=Path("runs/methods"))
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("methods.md"))
+    ap.add_argument("--methods", default=None, help="comma-separated subset (default: every registered method)")
+    ap.add_argument("--append", action="store_true",
+                    help="add the rows as a section of the existing page instead of rewriting it")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    methods = list(available())
+    methods = args.methods.split(",") if args.methods else list(available())
     shutil.rmtree(args.out_run, ignore_errors=True)
     cfg = RunConfig(seed=args.seed, methods=methods, audit={"attacks": ATTACKS})
     results = run_world(cfg, args.out_run, log=print)
     head = ["method", *METRICS, *(f"recovered {a}" for a in ATTACKS), "steps", "seconds", "peak MiB", "verdict"]
-    lines = ["# Methods compared on the embedded world (10% forget)", "",
-             f"Command: `python docs/experiments/methods.py --seed {args.seed}` (2 CPU threads). "
+    command = f"python docs/experiments/methods.py --seed {args.seed}" + (
+        f" --methods {args.methods} --append" if args.append else "")
+    title = (f"## Added later: {', '.join(methods)}" if args.append
+             else "# Methods compared on the embedded world (10% forget)")
+    lines = [title, "",
+             f"Command: `{command}` (2 CPU threads). "
              "Each method runs at its defaults (obliviate/config.py WORLD_METHOD_DEFAULTS); "
              "`recovered` = the share of the forgetting the attack undoes beyond what it gives the oracle.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -64,7 +71,10 @@ def main() -> None:
               "(obliviate/memory.py: sampled every 5 ms on CPU; on a GPU the allocator's exact peak). Methods that "
               "keep a reference model (KL terms), an optimizer state for every weight, or a second backward pass "
               "need more; the tiny model makes the differences small in absolute terms."]
-    args.out.write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    if args.append:
+        text = args.out.read_text().rstrip("\n") + "\n\n" + text
+    args.out.write_text(text)
     print(f"wrote {args.out}")
 
 
