@@ -219,6 +219,20 @@ def _bench_config(config: Path | None, seed: int, methods: str | None, default_m
     return load_run_config(config, overrides)
 
 
+def _bench(out: Path, force: bool, config: Path | None, seed: int, methods: str | None, default_methods: list[str],
+           job, attacks: str | None = None, audit: bool = False, no_cache: bool = False,
+           model: str | None = None, oracle: str | None = None) -> None:
+    """The shared body of every `bench` command: check the options, resolve the run config, run
+    `job(cfg, log, command)` in a fresh run directory, print the tables."""
+    if oracle and not model:
+        _fail("--oracle needs --model (the tiny target has its own oracle)")
+    try:
+        cfg = _bench_config(config, seed, methods, default_methods, attacks, audit, no_cache)
+    except DataError as e:
+        _fail(str(e))
+    _run_bench(out, force, lambda log, command: job(cfg, log, command))
+
+
 def _run_bench(out: Path, force: bool, job) -> None:
     """Prepare the run directory, run `job(log, command)`, print the tables; errors are one line."""
     from obliviate.pipeline import prepare_run_dir
@@ -281,13 +295,9 @@ def bench_tofu_cmd(
     """TOFU end to end: tiny target + oracle from the real data (or --model/--oracle), methods, suite, audit."""
     from obliviate.benchmarks import tofu
 
-    if oracle and not model:
-        _fail("--oracle needs --model (the tiny target has its own oracle)")
-    try:
-        cfg = _bench_config(config, seed, methods, tofu.DEFAULT_METHODS, attacks, audit, no_cache)
-    except DataError as e:
-        _fail(str(e))
-    _run_bench(out, force, lambda log, command: tofu.run(out, cfg, split, authors, data, model, oracle, log, command))
+    _bench(out, force, config, seed, methods, tofu.DEFAULT_METHODS,
+           lambda cfg, log, command: tofu.run(out, cfg, split, authors, data, model, oracle, log, command),
+           attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle)
 
 
 @bench_app.command("muse")
@@ -306,13 +316,9 @@ def bench_muse_cmd(
     """MUSE-News: unlearn the forget articles (text), then VerbMem, KnowMem and PrivLeak against the oracle."""
     from obliviate.benchmarks import muse
 
-    if oracle and not model:
-        _fail("--oracle needs --model (the tiny target has its own oracle)")
-    try:
-        cfg = _bench_config(config, seed, methods, muse.DEFAULT_METHODS, None, False, no_cache)
-    except DataError as e:
-        _fail(str(e))
-    _run_bench(out, force, lambda log, command: muse.run(out, cfg, data, articles, model, oracle, log, command))
+    _bench(out, force, config, seed, methods, muse.DEFAULT_METHODS,
+           lambda cfg, log, command: muse.run(out, cfg, data, articles, model, oracle, log, command),
+           no_cache=no_cache, model=model, oracle=oracle)
 
 
 @bench_app.command("semeval")
@@ -331,13 +337,9 @@ def bench_semeval_cmd(
     """SemEval-2025 Task 4: unlearn, then the 12-cell task aggregate, the MIA score and the final score."""
     from obliviate.benchmarks import semeval
 
-    if oracle and not model:
-        _fail("--oracle needs --model (the tiny target has its own oracle)")
-    try:
-        cfg = _bench_config(config, seed, methods, semeval.DEFAULT_METHODS, None, False, no_cache)
-    except DataError as e:
-        _fail(str(e))
-    _run_bench(out, force, lambda log, command: semeval.run(out, cfg, data, model, oracle, mmlu, log, command))
+    _bench(out, force, config, seed, methods, semeval.DEFAULT_METHODS,
+           lambda cfg, log, command: semeval.run(out, cfg, data, model, oracle, mmlu, log, command),
+           no_cache=no_cache, model=model, oracle=oracle)
 
 
 @bench_app.command("tdec")
@@ -361,12 +363,10 @@ def bench_tdec_cmd(
     from obliviate.benchmarks import tdec
 
     unseen_arg: int | str | None = int(unseen) if unseen is not None and unseen.isdigit() else unseen
-    try:
-        cfg = _bench_config(config, seed, methods, tdec.DEFAULT_METHODS, attacks, audit, no_cache)
-    except DataError as e:
-        _fail(str(e))
-    _run_bench(out, force, lambda log, command: tdec.run(
-        out, cfg, data, forget_set, model, unseen_arg, limit, max_tokens=max_tokens, log=log, command=command))
+    _bench(out, force, config, seed, methods, tdec.DEFAULT_METHODS,
+           lambda cfg, log, command: tdec.run(
+        out, cfg, data, forget_set, model, unseen_arg, limit, max_tokens=max_tokens, log=log, command=command),
+           attacks=attacks, audit=audit, no_cache=no_cache)
 
 
 @bench_app.command("wmdp")
@@ -387,11 +387,8 @@ def bench_wmdp_cmd(
     """WMDP multiple-choice accuracy (zero-shot and calibrated); with corpora, unlearn (RMU) and re-evaluate."""
     from obliviate.benchmarks import wmdp
 
-    try:
-        cfg = _bench_config(config, seed, methods, wmdp.DEFAULT_METHODS, None, False, False)
-    except DataError as e:
-        _fail(str(e))
-    _run_bench(out, force, lambda log, command: wmdp.run(
+    _bench(out, force, config, seed, methods, wmdp.DEFAULT_METHODS,
+           lambda cfg, log, command: wmdp.run(
         out, cfg, data, model, tuple(_split(subsets) or ()), limit, forget_corpus, retain_corpus, baseline, log,
         command))
 
@@ -411,11 +408,8 @@ def bench_rwku_cmd(
     """RWKU probes (3 forget levels, neighbours, MIA) before and after unlearning the subjects' passages."""
     from obliviate.benchmarks import rwku
 
-    try:
-        cfg = _bench_config(config, seed, methods, rwku.DEFAULT_METHODS, None, False, False)
-    except DataError as e:
-        _fail(str(e))
-    _run_bench(out, force, lambda log, command: rwku.run(out, cfg, data, model, subject, log, command, chat))
+    _bench(out, force, config, seed, methods, rwku.DEFAULT_METHODS,
+           lambda cfg, log, command: rwku.run(out, cfg, data, model, subject, log, command, chat))
 
 
 class Benchmark(StrEnum):
