@@ -16,7 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "semeval": "SemEval-2025 Task 4 (Ramakrishna et al. 2025): forget/retain sentence-completion and QA probes "
                "over 3 tasks; the published parquet/JSONL layout (--data)",
     "rwku": "RWKU (Jin et al. 2024): real people as unlearning targets; forget probes at 3 levels (cloze, QA, "
-            "adversarial), neighbour probes, MIA texts; the jinzhuoran/RWKU layout (--data, --subjects)",
+            "adversarial), neighbour probes, MIA texts; the jinzhuoran/RWKU layout (--data, --subject)",
     "custom": "your own forget/retain (and optional holdout) files: JSON Lines, JSON array or CSV of "
               "{question, answer} or {text} records",
 }
