@@ -90,12 +90,16 @@ def score_sequences(model, encoded: list[Encoded], pad_id: int, batch_size: int 
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[list[int]], max_new: list[int], batch_size: int = 64) -> list[str]:
-    """Greedy continuations of token-id prompts, batched and left-padded; stops at EOS."""
+def generate_ids(model, tokenizer, prompts: list[list[int]], max_new: list[int], batch_size: int = 64,
+                 order_key=None) -> list[list[int]]:
+    """Greedy continuations of token-id prompts as token ids: left-padded batches (in the order
+    of `order_key(i)`, default the prompt length), each cut at its own `max_new` and at EOS
+    (excluded). The one generation loop every metric and attack uses."""
     device = _model_device(model)
     pad = pad_id_of(tokenizer)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out = [""] * len(prompts)
+    eos = tokenizer.eos_token_id
+    order = sorted(range(len(prompts)), key=order_key or (lambda i: len(prompts[i])))
+    out: list[list[int]] = [[] for _ in prompts]
     for idx in batches(len(order), batch_size):
         rows = [order[i] for i in idx]
         batch = collate_prompts([prompts[r] for r in rows], pad)
@@ -103,13 +107,19 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new: list[int], bat
         gen = model.generate(input_ids=batch["input_ids"].to(device),
                              attention_mask=batch["attention_mask"].to(device),
                              max_new_tokens=max(max_new[r] for r in rows), do_sample=False,
-                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+                             pad_token_id=pad, eos_token_id=eos)
         for j, r in enumerate(rows):
             ids = gen[j, width: width + max_new[r]].tolist()
-            if tokenizer.eos_token_id in ids:
-                ids = ids[: ids.index(tokenizer.eos_token_id)]
-            out[r] = tokenizer.decode(ids, skip_special_tokens=True).strip()
+            if eos is not None and eos in ids:
+                ids = ids[: ids.index(eos)]
+            out[r] = ids
     return out
+
+
+def generate(model, tokenizer, prompts: list[list[int]], max_new: list[int], batch_size: int = 64) -> list[str]:
+    """Greedy continuations of token-id prompts, decoded (special tokens dropped, stripped)."""
+    return [tokenizer.decode(ids, skip_special_tokens=True).strip()
+            for ids in generate_ids(model, tokenizer, prompts, max_new, batch_size)]
 
 
 def generate_answers(model, tokenizer, items: list[QAItem], cfg: EvalConfig | None = None,

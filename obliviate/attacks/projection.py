@@ -29,8 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from obliviate.attacks import AttackContext, Attacked, AttackUnavailable, register, resolve_params
-from obliviate.attacks.relearn import _mean_nll, finetune, split_forget_by_subject
-from obliviate.evaluate import greedy_accuracy
+from obliviate.attacks.relearn import relearn_sweep, split_forget_by_subject
 from obliviate.models import projection as proj
 
 
@@ -92,27 +91,20 @@ def proj_relearn(model, ctx: AttackContext) -> Attacked:
     found = _require_projection(model, "proj_relearn")
     top = max(found)
     train, held_out = split_forget_by_subject(ctx.task.forget_eval, ctx.seed, p.train_fraction)
-    best, best_key, best_lr = None, None, None
-    per_lr: dict[float, float] = {}
-    per_lr_nll: dict[float, float] = {}
     trained: list[str] = []
-    for lr in p.lrs:
-        lr = float(lr)
-        attacked = copy.deepcopy(model)
+
+    def prepare(attacked):
         flags = {name: w.requires_grad for name, w in attacked.named_parameters()}
-        trained = freeze_above(attacked, top)
+        trained[:] = freeze_above(attacked, top)
         if not trained:
             raise ValueError(f"proj_relearn: no trainable weight in decoder layers 0..{top}")
-        finetune(attacked, ctx.tokenizer, train, p.epochs, lr, ctx.seed, p.batch_size, p.weight_decay)
-        for name, w in attacked.named_parameters():
-            w.requires_grad_(flags.get(name, w.requires_grad))
-        per_lr[lr] = greedy_accuracy(attacked, ctx.tokenizer, held_out)
-        per_lr_nll[lr] = _mean_nll(attacked, ctx.tokenizer, held_out)
-        key = (per_lr[lr], -per_lr_nll[lr])
-        if best_key is None or key > best_key:
-            best, best_key, best_lr = attacked, key, lr
-        else:
-            del attacked
+
+        def undo() -> None:
+            for name, w in attacked.named_parameters():
+                w.requires_grad_(flags.get(name, w.requires_grad))
+        return undo
+
+    best, best_lr, per_lr, per_lr_nll = relearn_sweep(model, ctx, train, held_out, p, prepare)
     return Attacked(model=best, forget_items=held_out, info={
         "lr": best_lr, "per_lr": per_lr, "per_lr_val_nll": per_lr_nll, "n_train": len(train),
         "n_val": len(held_out), "epochs": p.epochs, "batch_size": p.batch_size,

@@ -115,6 +115,31 @@ def _mean_nll(model, tokenizer, items: list[QAItem], batch_size: int = 32) -> fl
     return total / max(n, 1)
 
 
+def relearn_sweep(model, ctx: AttackContext, train: list[QAItem], held_out: list[QAItem], p, prepare=None):
+    """For each lr of `p.lrs`: fine-tune a copy of `model` on `train` (after `prepare(copy)`,
+    which may freeze weights and returns a function that undoes it) and probe `held_out`; keep
+    the copy with the best greedy accuracy (ties: lower held-out loss).
+    Returns (best copy, its lr, accuracy per lr, held-out NLL per lr)."""
+    best, best_key, best_lr = None, None, None
+    per_lr: dict[float, float] = {}
+    per_lr_nll: dict[float, float] = {}
+    for lr in p.lrs:
+        lr = float(lr)
+        attacked = copy.deepcopy(model)
+        undo = prepare(attacked) if prepare is not None else None
+        finetune(attacked, ctx.tokenizer, train, p.epochs, lr, ctx.seed, p.batch_size, p.weight_decay)
+        if undo is not None:
+            undo()
+        per_lr[lr] = greedy_accuracy(attacked, ctx.tokenizer, held_out)
+        per_lr_nll[lr] = _mean_nll(attacked, ctx.tokenizer, held_out)
+        key = (per_lr[lr], -per_lr_nll[lr])
+        if best_key is None or key > best_key:
+            best, best_key, best_lr = attacked, key, lr
+        else:
+            del attacked
+    return best, best_lr, per_lr, per_lr_nll
+
+
 @register("rtt", "Retraining on T (Deeb & Roger 2024): fine-tune on half the forget subjects' facts "
                  "over an lr sweep, probe the held-out half", family="relearning")
 def rtt(model, ctx: AttackContext) -> Attacked:
@@ -125,20 +150,7 @@ def rtt(model, ctx: AttackContext) -> Attacked:
     """
     p = resolve_params(RTTParams, ctx, "rtt")
     train, held_out = split_forget_by_subject(ctx.task.forget_eval, ctx.seed, p.train_fraction)
-    best, best_key, best_lr = None, None, None
-    per_lr: dict[float, float] = {}
-    per_lr_nll: dict[float, float] = {}
-    for lr in p.lrs:
-        lr = float(lr)
-        attacked = copy.deepcopy(model)
-        finetune(attacked, ctx.tokenizer, train, p.epochs, lr, ctx.seed, p.batch_size, p.weight_decay)
-        per_lr[lr] = greedy_accuracy(attacked, ctx.tokenizer, held_out)
-        per_lr_nll[lr] = _mean_nll(attacked, ctx.tokenizer, held_out)
-        key = (per_lr[lr], -per_lr_nll[lr])
-        if best_key is None or key > best_key:
-            best, best_key, best_lr = attacked, key, lr
-        else:
-            del attacked
+    best, best_lr, per_lr, per_lr_nll = relearn_sweep(model, ctx, train, held_out, p)
     train_subjects = sorted({str(it.subject) for it in train if it.subject is not None})
     return Attacked(model=best, forget_items=held_out, info={
         "lr": best_lr, "per_lr": per_lr, "per_lr_val_nll": per_lr_nll, "n_train": len(train),

@@ -18,9 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import torch
 
-from obliviate.data.collate import Encoded, batches, collate_prompts, pad_id_of
+from obliviate.data.collate import Encoded
 from obliviate.data.task import QAItem
 from obliviate.metrics.memorization import exact_memorization
 
@@ -98,30 +97,13 @@ def el_from_overlaps(overlaps: Sequence[float], T: int, n: int, sampled: bool) -
 
 
 def greedy_generate_fn(model, tokenizer, batch_size: int = 32) -> GenerateFn:
-    """Greedy continuations as token ids: left-padded batches (prompts sorted by length),
-    `model.generate(do_sample=False)`, each cut at its own `max_new` and at EOS (excluded)."""
-    pad = pad_id_of(tokenizer)
-    eos = tokenizer.eos_token_id
+    """Greedy continuations as token ids (`obliviate.evaluate.generate_ids`), batched with the
+    prompts sorted by (max_new, length), each cut at its own `max_new` and at EOS (excluded)."""
+    from obliviate.evaluate import generate_ids
 
-    @torch.no_grad()
     def fn(prompts: list[list[int]], max_new: list[int]) -> list[list[int]]:
-        device = next(model.parameters()).device
-        order = sorted(range(len(prompts)), key=lambda i: (max_new[i], len(prompts[i])))
-        out: list[list[int]] = [[] for _ in prompts]
-        for idx in batches(len(order), batch_size):
-            rows = [order[i] for i in idx]
-            batch = collate_prompts([prompts[r] for r in rows], pad)
-            width = batch["input_ids"].shape[1]
-            gen = model.generate(input_ids=batch["input_ids"].to(device),
-                                 attention_mask=batch["attention_mask"].to(device),
-                                 max_new_tokens=max(max_new[r] for r in rows), do_sample=False,
-                                 pad_token_id=pad, eos_token_id=eos)
-            for j, r in enumerate(rows):
-                ids = gen[j, width: width + max_new[r]].tolist()
-                if eos is not None and eos in ids:
-                    ids = ids[: ids.index(eos)]
-                out[r] = ids
-        return out
+        return generate_ids(model, tokenizer, prompts, max_new, batch_size,
+                            order_key=lambda i: (max_new[i], len(prompts[i])))
 
     return fn
 
