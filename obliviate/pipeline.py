@@ -168,13 +168,13 @@ def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path,
     for m in cfg.methods:
         get_method(m)
     out.mkdir(parents=True, exist_ok=True)
+    prior, prior_rows = resume_state(out, cfg.model_dump(mode="json")) if resume else (None, [])
     dump_run_config(cfg, out / "config.yaml")
     (out / "provenance.json").write_text(json.dumps(provenance(), indent=1))
     results: dict[str, Any] = {"benchmark": task.name, "seed": cfg.seed, "config": cfg.model_dump(mode="json"),
                                "provenance": provenance(), "status": "running", "models": {}}
     if sources:
         results["sources"] = sources
-    prior, prior_rows = resume_state(out, results["config"]) if resume else (None, [])
     rows: list[dict[str, Any]] = []
 
     def save(status: str = "running") -> None:
