@@ -51,6 +51,58 @@ def _split(methods: str | None) -> list[str] | None:
     return [m.strip() for m in methods.split(",") if m.strip()] if methods else None
 
 
+def _log(m: str) -> None:
+    console.print(f"[dim]{m}[/]", highlight=False)
+
+
+def _run_in_dir(out: Path, force: bool, resume: bool, job):
+    """Run `job()` in the locked run directory `out` (see obliviate/rundir.py): bad input is one
+    line and exit 2; Ctrl-C exits 130 and SIGTERM 143, after the job saved what it reached."""
+    from obliviate.rundir import TERMINATED, open_run_dir, terminate_as_interrupt
+
+    try:
+        with terminate_as_interrupt(), open_run_dir(out, force=force, resume=resume, log=_log):
+            _setup_threads()
+            return job()
+    except (DataError, KeyError) as e:
+        _fail(str(e).strip("'\""))
+    except KeyboardInterrupt:
+        _fail(_stopped_message(out), 143 if TERMINATED["value"] else 130)
+
+
+def _stopped_message(out: Path) -> str:
+    from obliviate.report.results import load_results
+
+    try:
+        models = load_results(out).get("models", {})
+    except DataError:
+        models = {}
+    done = [n for n, e in models.items() if e.get("unlearn") and e["unlearn"].get("status") != "interrupted"]
+    if not done:
+        return (f"stopped before any unlearned model was finished; {out} keeps the checkpoints reached "
+                "(rerun with --resume to continue)")
+    return (f"stopped; {len(done)} finished model(s) ({', '.join(done)}) are in {out} "
+            "(rerun with --resume to continue)")
+
+
+def _require_complete(run_dir: Path, allow_incomplete: bool) -> None:
+    """eval/audit on a run directory: an unfinished run is refused (exit 1) unless allowed."""
+    from obliviate.report.results import load_results
+    from obliviate.rundir import Incomplete, require_complete
+
+    try:
+        require_complete(run_dir, load_results(run_dir), allow_incomplete,
+                         log=lambda m: console.print(f"[yellow]warning:[/] {m}", highlight=False, soft_wrap=True))
+    except Incomplete as e:
+        _fail(str(e), 1)
+    except DataError as e:
+        _fail(str(e))
+
+
+ResumeOpt = Annotated[bool, typer.Option(help="continue the interrupted run in --out (finished models are kept)")]
+AllowIncompleteOpt = Annotated[bool, typer.Option(help="read a run that is not finished (interrupted, crashed)")]
+
+
 def _setup_threads() -> None:
     import torch
 
@@ -69,11 +121,12 @@ def demo(
     audit: Annotated[bool, typer.Option(help="run the recovery audit (quantization, relearning, probes)")] = True,
     attacks: Annotated[str | None, typer.Option(help="comma-separated attacks (default: all; see `obliviate list attacks`)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="retrain the target and oracle")] = False,
-    force: Annotated[bool, typer.Option(help="overwrite an existing run directory")] = False,
+    force: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
+    resume: ResumeOpt = False,
 ) -> None:
     """The whole job offline on a CPU: world, target + oracle, unlearning, metrics, report."""
     from obliviate.config import load_run_config
-    from obliviate.pipeline import prepare_run_dir, run_world
+    from obliviate.pipeline import run_world
     from obliviate.report.tables import print_table
 
     overrides: dict[str, Any] = {"seed": seed, "methods": _split(methods), "world.forget_fraction": forget}
@@ -86,14 +139,10 @@ def demo(
     overrides["audit.attacks"] = _split(attacks)
     try:
         cfg = load_run_config(config, overrides)
-        prepare_run_dir(out, force)
-        _setup_threads()
-        results = run_world(cfg, out, log=lambda m: console.print(f"[dim]{m}[/]", highlight=False),
-                            command=_command_line())
     except (DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
-    except KeyboardInterrupt:
-        _fail(f"interrupted; partial results in {out}", 130)
+    results = _run_in_dir(out, force, resume, lambda: run_world(cfg, out, log=_log, command=_command_line(),
+                                                                resume=resume))
     print_table(results, out_console)
     _print_audit(results)
     out_console.print(f"run directory: {out} (results.json, audit.json, report.md, per_item.jsonl, models/)")
@@ -121,24 +170,22 @@ def audit_cmd(
     attacks: Annotated[str | None, typer.Option(help="comma-separated attacks (default: all)")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     force: Annotated[bool, typer.Option()] = False,
+    allow_incomplete: AllowIncompleteOpt = False,
 ) -> None:
     """Attack unlearned models (and the target/oracle controls): does the knowledge come back?"""
     from obliviate.config import AuditConfig
     from obliviate.pipeline import audit_external, audit_run_dir
 
-    try:
-        _setup_threads()
-        audit_cfg = AuditConfig(attacks=_split(attacks))
-        log = lambda m: console.print(f"[dim]{m}[/]", highlight=False)  # noqa: E731
-        if run_dir is not None:
-            results = audit_run_dir(run_dir, audit_cfg, log=log)
-        else:
-            if not (model and target and forget and retain and out):
-                _fail("give a RUN_DIR, or --model, --target, --forget, --retain and --out")
-            results = audit_external(model, target, oracle, forget, retain, holdout, out, audit_cfg, seed,
-                                     force, log=log, command=_command_line())
-    except (DataError, KeyError) as e:
-        _fail(str(e).strip("'\""))
+    audit_cfg = AuditConfig(attacks=_split(attacks))
+    if run_dir is not None:
+        _require_complete(run_dir, allow_incomplete)
+        results = _run_in_dir(run_dir, False, True, lambda: audit_run_dir(run_dir, audit_cfg, log=_log))
+    else:
+        if not (model and target and forget and retain and out):
+            _fail("give a RUN_DIR, or --model, --target, --forget, --retain and --out")
+        results = _run_in_dir(out, force, False, lambda: audit_external(
+            model, target, oracle, forget, retain, holdout, out, audit_cfg, seed, log=_log,
+            command=_command_line()))
     _print_audit(results)
 
 
@@ -159,7 +206,9 @@ def unlearn_cmd(
     mixed_precision: Annotated[str, typer.Option(help="no | bf16 | fp16")] = "no",
     param: Annotated[list[str] | None, typer.Option(help="method hyper-parameter KEY=VALUE (repeatable)")] = None,
     seed: Annotated[int, typer.Option()] = 0,
-    force: Annotated[bool, typer.Option(help="overwrite an existing run directory")] = False,
+    force: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
+    resume: ResumeOpt = False,
+    checkpoint_every: Annotated[int, typer.Option(help="optimizer steps between resumable checkpoints (0: none)")] = 50,
 ) -> None:
     """Unlearn a forget set from any causal LM, evaluate before/after, save the model."""
     from obliviate.data.jsonl import load_user_task
@@ -173,19 +222,14 @@ def unlearn_cmd(
         task = load_user_task(forget, retain, holdout)
         ucfg = UnlearnConfig(method=method, params=_parse_params(param), lr=lr, epochs=epochs,
                              max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
-                             mixed_precision=mixed_precision, seed=seed)
-        from obliviate.pipeline import prepare_run_dir
-
-        prepare_run_dir(out, force)
-        _setup_threads()
+                             mixed_precision=mixed_precision, seed=seed, checkpoint_every=checkpoint_every)
         sources = {"forget": str(forget.resolve()), "retain": str(retain.resolve()),
                    "holdout": str(holdout.resolve()) if holdout else None}
-        results = run_user(model, task, ucfg, EvalConfig(), out, oracle, log=lambda m: console.print(f"[dim]{m}[/]"),
-                           command=_command_line(), sources=sources)
     except (DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
-    except KeyboardInterrupt:
-        _fail(f"interrupted; partial results in {out}", 130)
+    results = _run_in_dir(out, force, resume, lambda: run_user(
+        model, task, ucfg, EvalConfig(), out, oracle, log=_log, command=_command_line(), sources=sources,
+        resume=resume))
     from obliviate.report.tables import print_table
 
     print_table(results, out_console)
@@ -221,31 +265,23 @@ def _bench_config(config: Path | None, seed: int, methods: str | None, default_m
 
 def _bench(out: Path, force: bool, config: Path | None, seed: int, methods: str | None, default_methods: list[str],
            job, attacks: str | None = None, audit: bool = False, no_cache: bool = False,
-           model: str | None = None, oracle: str | None = None) -> None:
+           model: str | None = None, oracle: str | None = None, resume: bool = False) -> None:
     """The shared body of every `bench` command: check the options, resolve the run config, run
-    `job(cfg, log, command)` in a fresh run directory, print the tables."""
+    `job(cfg, log, command)` in a fresh (or, with `resume`, the interrupted) run directory, print the tables."""
     if oracle and not model:
         _fail("--oracle needs --model (the tiny target has its own oracle)")
     try:
         cfg = _bench_config(config, seed, methods, default_methods, attacks, audit, no_cache)
     except DataError as e:
         _fail(str(e))
-    _run_bench(out, force, lambda log, command: job(cfg, log, command))
+    _run_bench(out, force, lambda log, command: job(cfg, log, command), resume)
 
 
-def _run_bench(out: Path, force: bool, job) -> None:
-    """Prepare the run directory, run `job(log, command)`, print the tables; errors are one line."""
-    from obliviate.pipeline import prepare_run_dir
+def _run_bench(out: Path, force: bool, job, resume: bool = False) -> None:
+    """Run `job(log, command)` in the locked run directory, print the tables; errors are one line."""
     from obliviate.report.tables import print_table
 
-    try:
-        prepare_run_dir(out, force)
-        _setup_threads()
-        results = job(lambda m: console.print(f"[dim]{m}[/]", highlight=False), _command_line())
-    except (DataError, KeyError) as e:
-        _fail(str(e).strip("'\""))
-    except KeyboardInterrupt:
-        _fail(f"interrupted; partial results in {out}", 130)
+    results = _run_in_dir(out, force, resume, lambda: job(_log, _command_line()))
     print_table(results, out_console)
     _print_audit(results)
     out_console.print(f"run directory: {out}")
@@ -291,13 +327,15 @@ def bench_tofu_cmd(
     seed: SeedOpt = 0,
     no_cache: NoCacheOpt = False,
     force: ForceOpt = False,
+    resume: ResumeOpt = False,
 ) -> None:
     """TOFU end to end: tiny target + oracle from the real data (or --model/--oracle), methods, suite, audit."""
     from obliviate.benchmarks import tofu
 
     _bench(out, force, config, seed, methods, tofu.DEFAULT_METHODS,
-           lambda cfg, log, command: tofu.run(out, cfg, split, authors, data, model, oracle, log, command),
-           attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle)
+           lambda cfg, log, command: tofu.run(out, cfg, split, authors, data, model, oracle, log, command,
+                                              resume=resume),
+           attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle, resume=resume)
 
 
 @bench_app.command("muse")
@@ -427,10 +465,13 @@ def eval_cmd(
     authors: Annotated[int | None, typer.Option(help="reduced TOFU: this many retain authors")] = None,
     out: Annotated[Path | None, typer.Option(help="write results.json/report.md here")] = None,
     force: Annotated[bool, typer.Option()] = False,
+    allow_incomplete: AllowIncompleteOpt = False,
 ) -> None:
     """Print a run's results, or evaluate a model on a benchmark (TOFU)."""
     from obliviate.report import load_results, print_table
 
+    if run_dir is not None:
+        _require_complete(run_dir, allow_incomplete)
     try:
         if run_dir is not None:
             print_table(load_results(run_dir), out_console)
@@ -441,11 +482,12 @@ def eval_cmd(
         from obliviate.pipeline import evaluate_models
 
         task = load_tofu(data, split, authors)
-        _setup_threads()
-        results = evaluate_models(task, model, oracle, out, force, command=_command_line(),
-                                  log=lambda m: console.print(f"[dim]{m}[/]"))
     except (DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
+
+    def job():
+        return evaluate_models(task, model, oracle, out, command=_command_line(), log=_log)
+    results = job() if out is None else _run_in_dir(out, force, False, job)
     print_table(results, out_console)
 
 
@@ -486,3 +528,7 @@ def list_cmd(what: Annotated[What, typer.Argument(help="methods | metrics | atta
 
 def main() -> None:  # pragma: no cover
     app()
+
+
+if __name__ == "__main__":  # `python -m obliviate.cli`, and `accelerate launch -m obliviate.cli ...`
+    main()

@@ -26,16 +26,6 @@ from obliviate.report.tables import markdown_table
 from obliviate.unlearn import UnlearnConfig, unlearn
 
 
-def prepare_run_dir(out: Path, force: bool) -> Path:
-    """A fresh run directory; an existing non-empty one is only replaced with `force`."""
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise DataError(f"{out}: run directory exists and is not empty (use --force to overwrite)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def _model_identity(model_dir: Path) -> str:
     """Path + size + mtime of the weight files: cheap, and changes when the weights do."""
     parts = [str(model_dir.resolve())]
@@ -144,7 +134,8 @@ def write_report(out: Path, results: dict[str, Any], command: str) -> Path:
     return path
 
 
-def run_world(cfg: RunConfig, out: Path, log=print, command: str = "obliviate demo") -> dict[str, Any]:
+def run_world(cfg: RunConfig, out: Path, log=print, command: str = "obliviate demo",
+              resume: bool = False) -> dict[str, Any]:
     """`obliviate demo`: the embedded world end to end, written to `out`."""
     from obliviate.data.world import generate_world, world_corpus
     from obliviate.methods import get_method
@@ -157,23 +148,27 @@ def run_world(cfg: RunConfig, out: Path, log=print, command: str = "obliviate de
     log(f"world: {len(task.forget)} forget / {len(task.retain)} retain facts, "
         f"{len(task.holdout)} holdout, {sum(len(v) for v in task.utility.values())} world facts")
     dirs = prepare_tiny_models(task, world_corpus(task), cfg.model, cfg.train, cfg.seed, cfg.cache, log)
-    return run_task(task, dirs, cfg, out, log, command)
+    return run_task(task, dirs, cfg, out, log, command, resume=resume)
 
 
 def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path, log=print,
              command: str = "obliviate demo", tiny: bool = True,
-             sources: dict[str, Any] | None = None) -> dict[str, Any]:
+             sources: dict[str, Any] | None = None, resume: bool = False) -> dict[str, Any]:
     """Evaluate target and oracle, unlearn with each of `cfg.methods`, evaluate, audit, report.
 
     `dirs` holds the "target" and (optional) "oracle" model directories. `tiny`: the models are
     obliviate's tiny ones, so the per-method settings tuned for them (WORLD_METHOD_DEFAULTS)
     apply; for any other model only the method's published defaults and the user's overrides do.
+    `resume`: continue the run in `out` (finished models are kept, an interrupted method goes on
+    from its last checkpoint in `out/checkpoints/METHOD`).
     """
     from obliviate.methods import get_method
+    from obliviate.rundir import finished, resume_state
 
     for m in cfg.methods:
         get_method(m)
     out.mkdir(parents=True, exist_ok=True)
+    prior, prior_rows = resume_state(out, cfg.model_dump(mode="json")) if resume else (None, [])
     dump_run_config(cfg, out / "config.yaml")
     (out / "provenance.json").write_text(json.dumps(provenance(), indent=1))
     results: dict[str, Any] = {"benchmark": task.name, "seed": cfg.seed, "config": cfg.model_dump(mode="json"),
@@ -185,6 +180,7 @@ def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path,
     def save(status: str = "running") -> None:
         results["status"] = status
         write_results(out / "results.json", results)
+        write_per_item(out / "per_item.jsonl", rows)
 
     t0 = time.perf_counter()
     oracle = (evaluate_cached(dirs["oracle"], task, cfg.eval, None, cfg.cache, "evaluating oracle")
@@ -197,13 +193,21 @@ def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path,
         results["models"][name] = _entry(res, path=str(dirs[name]))
         rows += per_item_rows(name, task, res)
         if cfg.save_models and tiny:  # a real model is referenced by its path, not copied
-            shutil.copytree(dirs[name], out / "models" / name)
+            shutil.copytree(dirs[name], out / "models" / name, dirs_exist_ok=True)
     save()
     try:
         for method in cfg.methods:
+            if finished(prior, method):
+                results["models"][method] = prior["models"][method]
+                rows += [r for r in prior_rows if r.get("model") == method]
+                log(f"{method}: finished in the run being resumed")
+                save()
+                continue
             ucfg: UnlearnConfig = cfg.unlearn_config(method, tiny=tiny)
             model, tokenizer = load_model(dirs["target"])
-            ulog, info = unlearn_measured(model, tokenizer, task, ucfg, desc=f"unlearning {method}")
+            ckpt = out / "checkpoints" / method
+            ulog, info = unlearn_measured(model, tokenizer, task, ucfg, desc=f"unlearning {method}",
+                                          checkpoint_dir=ckpt, resume=resume)
             res = evaluate(model, tokenizer, task, cfg.eval, oracle=oracle, desc=f"evaluating {method}")
             log(f"{method}: {ulog.steps} steps in {ulog.seconds:.1f} s, forget acc "
                 f"{res.metrics['forget_acc']:.3f}, retain acc {res.metrics['retain_acc']:.3f}"
@@ -215,13 +219,16 @@ def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path,
             save()
             if ulog.status == "interrupted":
                 raise KeyboardInterrupt
+            shutil.rmtree(ckpt, ignore_errors=True)
     except KeyboardInterrupt:
         save("interrupted")
-        write_per_item(out / "per_item.jsonl", rows)
         write_report(out, results, command)
-        log(f"interrupted: results so far are in {out}")
         raise
-    write_per_item(out / "per_item.jsonl", rows)
+    except Exception as e:
+        results["error"] = f"{type(e).__name__}: {e}"
+        save("crashed")
+        raise
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
     if cfg.audit.enabled:
         audit_run(out, results, task, cfg.audit, cfg.eval, cfg.seed, log)
     save("done")
@@ -274,12 +281,10 @@ def _load_eval(name: str, task: ForgetTask, cfg: EvalConfig, oracle: EvalResult 
     return evaluate(model, tokenizer, task, cfg, oracle=oracle, desc=desc)
 
 
-def evaluate_models(task: ForgetTask, model: str, oracle: str | None, out: Path | None, force: bool = False,
+def evaluate_models(task: ForgetTask, model: str, oracle: str | None, out: Path | None,
                     cfg: EvalConfig | None = None, command: str = "", log=print) -> dict[str, Any]:
     """`obliviate eval --benchmark ...`: evaluate a model (and its oracle) on a task."""
     cfg = cfg or EvalConfig()
-    if out is not None:
-        prepare_run_dir(out, force)
     results: dict[str, Any] = {"benchmark": task.name, "seed": None, "config": {"eval": cfg.model_dump()},
                                "provenance": provenance(), "status": "done", "models": {}}
     oracle_res = _load_eval(oracle, task, cfg, None, "evaluating oracle") if oracle else None
@@ -296,7 +301,7 @@ def evaluate_models(task: ForgetTask, model: str, oracle: str | None, out: Path 
 
 def run_user(model_name: str, task: ForgetTask, ucfg: UnlearnConfig, ecfg: EvalConfig, out: Path,
              oracle: str | None = None, log=print, command: str = "obliviate unlearn",
-             sources: dict[str, str | None] | None = None) -> dict[str, Any]:
+             sources: dict[str, str | None] | None = None, resume: bool = False) -> dict[str, Any]:
     """`obliviate unlearn`: any causal LM, the user's forget/retain files, one method.
     `sources` (forget/retain/holdout paths) go into config.yaml so `obliviate audit RUN_DIR` can reread them."""
     results: dict[str, Any] = {"benchmark": task.name, "seed": ucfg.seed,
@@ -304,26 +309,49 @@ def run_user(model_name: str, task: ForgetTask, ucfg: UnlearnConfig, ecfg: EvalC
                                           "model": model_name, "oracle": oracle, "seed": ucfg.seed,
                                           **(sources or {})},
                                "provenance": provenance(), "status": "running", "models": {}}
+    from obliviate.rundir import resume_state
+
+    prior, prior_rows = resume_state(out, results["config"]) if resume else (None, [])
     (out / "config.yaml").write_text(json.dumps(results["config"], indent=1))
-    oracle_res = _load_eval(oracle, task, ecfg, None, "evaluating oracle") if oracle else None
-    model, tokenizer = load_model(model_name)
-    before = evaluate(model, tokenizer, task, ecfg, oracle=oracle_res, desc="evaluating target")
-    results["models"]["target"] = _entry(before, path=model_name)
-    if oracle_res is not None:
-        results["models"]["oracle"] = _entry(evaluate_with_reference(oracle_res, oracle_res), path=oracle)
-    write_results(out / "results.json", results)
-    ulog = unlearn(model, tokenizer, task, ucfg)
-    log(f"{ucfg.method}: {ulog.status}, {ulog.steps} steps in {ulog.seconds:.1f} s {ulog.message}")
-    save_model(model, tokenizer, out / "models" / ucfg.method)
-    after = evaluate(model, tokenizer, task, ecfg, oracle=oracle_res, desc="evaluating unlearned")
+    rows: list[dict[str, Any]] = []
+    try:
+        oracle_res = _load_eval(oracle, task, ecfg, None, "evaluating oracle") if oracle else None
+        model, tokenizer = load_model(model_name)
+        if prior and "target" in prior["models"]:  # a resumed run: the target was evaluated already
+            results["models"] = {n: e for n, e in prior["models"].items() if n in ("target", "oracle")}
+            rows = [r for r in prior_rows if r.get("model") == "target"]
+        else:
+            before = evaluate(model, tokenizer, task, ecfg, oracle=oracle_res, desc="evaluating target")
+            results["models"]["target"] = _entry(before, path=model_name)
+            rows = per_item_rows("target", task, before)
+            if oracle_res is not None:
+                results["models"]["oracle"] = _entry(evaluate_with_reference(oracle_res, oracle_res), path=oracle)
+        write_results(out / "results.json", results)
+        write_per_item(out / "per_item.jsonl", rows)
+        ckpt = out / "checkpoints" / ucfg.method
+        ulog = unlearn(model, tokenizer, task, ucfg, checkpoint_dir=ckpt, resume=resume)
+        log(f"{ucfg.method}: {ulog.status}, {ulog.steps} steps in {ulog.seconds:.1f} s {ulog.message}")
+        save_model(model, tokenizer, out / "models" / ucfg.method)
+        after = evaluate(model, tokenizer, task, ecfg, oracle=oracle_res, desc="evaluating unlearned")
+    except KeyboardInterrupt:
+        results["status"] = "interrupted"
+        write_results(out / "results.json", results)
+        raise
+    except Exception as e:
+        results["status"], results["error"] = "crashed", f"{type(e).__name__}: {e}"
+        write_results(out / "results.json", results)
+        raise
     results["models"][ucfg.method] = _entry(after, unlearn={
         "status": ulog.status, "message": ulog.message, "steps": ulog.steps, "seconds": round(ulog.seconds, 2),
         "tokens": ulog.tokens, "lr": ucfg.lr, "epochs": ucfg.epochs, "params": ucfg.params})
     results["status"] = "interrupted" if ulog.status == "interrupted" else "done"
+    if ulog.status != "interrupted":
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     write_results(out / "results.json", results)
-    write_per_item(out / "per_item.jsonl", per_item_rows("target", task, before)
-                   + per_item_rows(ucfg.method, task, after))
+    write_per_item(out / "per_item.jsonl", rows + per_item_rows(ucfg.method, task, after))
     write_report(out, results, command)
+    if ulog.status == "interrupted":
+        raise KeyboardInterrupt
     return results
 
 
@@ -361,14 +389,13 @@ def audit_run_dir(run_dir: Path, audit_cfg, log=print) -> dict[str, Any]:
 
 
 def audit_external(model: str, target: str, oracle: str | None, forget: Path, retain: Path,
-                   holdout: Path | None, out: Path, audit_cfg, seed: int = 0, force: bool = False,
+                   holdout: Path | None, out: Path, audit_cfg, seed: int = 0,
                    log=print, command: str = "obliviate audit") -> dict[str, Any]:
     """`obliviate audit --model U --target T [--oracle O] --forget F --retain R --out DIR`."""
     from obliviate.audit import audit_models
     from obliviate.data.jsonl import load_user_task
 
     task = load_user_task(forget, retain, holdout)
-    prepare_run_dir(out, force)
     cfg = EvalConfig()
     config = {"model": model, "target": target, "oracle": oracle, "forget": str(forget), "retain": str(retain),
               "holdout": str(holdout) if holdout else None, "seed": seed, "eval": cfg.model_dump(),

@@ -10,22 +10,30 @@ of its refusals) are computed before the first step and cached, so NPO/DPO-style
 no reference forward during training; a frozen reference copy exists only for KL methods.
 A non-finite loss or gradient stops the run before the update, so the weights kept are the
 last good ones; Ctrl-C stops it cleanly and the caller saves what was reached.
+
+Batch order is a pure function of (seed, pass, position): every pass over the forget set and
+over the retain set draws a fresh permutation seeded by the pass number (`_EpochShuffle`). With a
+`checkpoint_dir`, the loop saves accelerate's full state (model, optimizer, scheduler, RNG states
+and the data position) every `checkpoint_every` optimizer steps, and `resume=True` continues from
+the last one: the resumed run sees exactly the batches, learning rates and random numbers the
+uninterrupted run would have, so its final weights are bit-identical (tested with a kill -9).
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import GradientAccumulationPlugin, set_seed
 from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader
 
@@ -57,6 +65,8 @@ class UnlearnConfig(BaseModel):
     stop_forget_acc: float | None = Field(None, description="stop once forget accuracy is at or below this")
     check_every: int = Field(10, description="steps between checks of stop_forget_acc")
     max_length: int = 512
+    checkpoint_every: int = Field(50, ge=0, description="optimizer steps between resumable checkpoints "
+                                  "(when the run has a checkpoint directory; 0: never)")
 
 
 @dataclass
@@ -89,6 +99,84 @@ class UnlearnLog:
     seconds: float = 0.0
     tokens: int = 0
     losses: list[float] = field(default_factory=list)
+
+
+class _EpochShuffle(torch.utils.data.Sampler):
+    """A new permutation every pass, seeded by (seed, pass): `itertools.cycle` over a shuffled
+    DataLoader replays its first order forever, and a resumed run must know every batch from its
+    position alone. accelerate calls `set_epoch` with the pass number before each pass."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+class _Position:
+    """Where the loop is (micro-batches of each set consumed, steps, the log so far): saved with the
+    checkpoint through `accelerator.register_for_checkpointing`."""
+
+    def __init__(self, log: UnlearnLog):
+        self.log, self.forget_micro, self.retain_micro = log, 0, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"forget_micro": self.forget_micro, "retain_micro": self.retain_micro, "steps": self.log.steps,
+                "tokens": self.log.tokens, "losses": list(self.log.losses), "seconds": self.log.seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.forget_micro, self.retain_micro = int(state["forget_micro"]), int(state["retain_micro"])
+        self.log.steps, self.log.tokens = int(state["steps"]), int(state["tokens"])
+        self.log.losses, self.log.seconds = list(state["losses"]), float(state["seconds"])
+
+
+def _endless(accelerator: Accelerator, dl, start: int):
+    """The batches of `dl` pass after pass, starting `start` micro-batches in (a resumed run)."""
+    n = len(dl)
+    epoch, skip = divmod(start, n)
+    while True:
+        dl.set_epoch(epoch)
+        yield from (accelerator.skip_first_batches(dl, skip) if skip else dl)
+        epoch, skip = epoch + 1, 0
+
+
+CHECKPOINT = "latest"
+
+
+def _save_checkpoint(accelerator: Accelerator, ckpt_dir: Path) -> None:
+    """accelerate's `save_state` into a fresh folder, then swapped in: a kill during the save leaves
+    the previous checkpoint intact."""
+    tmp, final = ckpt_dir / "saving", ckpt_dir / CHECKPOINT
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        old = ckpt_dir / "previous"
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        if old.exists():
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def checkpoint_path(ckpt_dir: Path | None) -> Path | None:
+    """The last complete checkpoint under `ckpt_dir`, if any."""
+    if ckpt_dir is None:
+        return None
+    for name in (CHECKPOINT, "previous"):  # "previous" survives a kill between the two renames
+        if (ckpt_dir / name).is_dir():  # only complete saves are renamed to these names
+            return ckpt_dir / name
+    return None
 
 
 class _Items(torch.utils.data.Dataset):
@@ -126,20 +214,27 @@ def _tokens(batch: dict) -> int:
 
 
 def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator: Accelerator | None = None,
-            desc: str | None = None, stop_when: Callable[[Any], str | None] | None = None) -> UnlearnLog:
+            desc: str | None = None, stop_when: Callable[[Any], str | None] | None = None,
+            checkpoint_dir: Path | None = None, resume: bool = False) -> UnlearnLog:
     """Unlearn `task.forget` from `model` in place with `cfg.method`; returns the run's log.
 
     `stop_when(model)`: a benchmark's own stopping rule, called every `cfg.check_every` optimizer
     steps with the unwrapped model in eval mode; a returned message stops the run there with
-    status "stopped_target" and that message (None: go on)."""
+    status "stopped_target" and that message (None: go on).
+    `checkpoint_dir`: save a resumable checkpoint there every `cfg.checkpoint_every` steps;
+    with `resume`, `model` must be the same starting model, and the loop continues from the last
+    checkpoint found there (from the start when there is none)."""
     method: Method = get_method(cfg.method)
     params = make_params(method, cfg.params)
     task.validate()
     if any(it.is_text for it in task.forget) and method.refusals:
         raise DataError(f"method {method.name!r} needs questions to refuse; the forget set is raw text")
     set_seed(cfg.seed)
-    accelerator = accelerator or Accelerator(gradient_accumulation_steps=cfg.grad_accum,
-                                             mixed_precision=cfg.mixed_precision)
+    # sync_with_dataloader=False: the forget and retain loaders are interleaved and run pass after
+    # pass, so "the end of a dataloader" says nothing about where an accumulation window ends.
+    accelerator = accelerator or Accelerator(
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=cfg.grad_accum, sync_with_dataloader=False),
+        mixed_precision=cfg.mixed_precision)
     pad = pad_id_of(tokenizer)
     forget_enc = encode_items(tokenizer, task.forget, cfg.max_length)
     retain_enc = encode_items(tokenizer, task.retain, cfg.max_length)
@@ -167,13 +262,11 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
         model.eval()
         return log
 
-    g = torch.Generator().manual_seed(cfg.seed)
     forget_ds, retain_ds = _Items(forget_enc, refusal_enc), _Items(retain_enc)
-    forget_dl = DataLoader(forget_ds, batch_size=cfg.batch_size, shuffle=True, generator=g,
+    forget_dl = DataLoader(forget_ds, batch_size=cfg.batch_size, sampler=_EpochShuffle(len(forget_ds), cfg.seed),
                            collate_fn=_collate_fn(forget_ds, pad))
-    retain_dl = DataLoader(retain_ds, batch_size=cfg.retain_batch_size or cfg.batch_size, shuffle=True,
-                           generator=torch.Generator().manual_seed(cfg.seed + 1),
-                           collate_fn=_collate_fn(retain_ds, pad))
+    retain_dl = DataLoader(retain_ds, batch_size=cfg.retain_batch_size or cfg.batch_size,
+                           sampler=_EpochShuffle(len(retain_ds), cfg.seed + 1), collate_fn=_collate_fn(retain_ds, pad))
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, opt_acc, forget_dl, retain_dl = accelerator.prepare(model, opt, forget_dl, retain_dl)
@@ -186,16 +279,26 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
     opt = opt_acc
-    retain_iter = itertools.cycle(retain_dl) if method.uses_retain else None
+    position = _Position(log)
+    if checkpoint_dir is not None:
+        accelerator.register_for_checkpointing(sched)
+        accelerator.register_for_checkpointing(position)
+        found = checkpoint_path(Path(checkpoint_dir)) if resume else None
+        if found is not None:
+            accelerator.load_state(str(found))
+    forget_iter = _endless(accelerator, forget_dl, position.forget_micro)
+    retain_iter = _endless(accelerator, retain_dl, position.retain_micro) if method.uses_retain else None
 
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - log.seconds
     model.train()
     try:
         with progress() as bar:
-            ptask = bar.add_task(desc or f"unlearning ({method.name})", total=total)
+            ptask = bar.add_task(desc or f"unlearning ({method.name})", total=total, completed=log.steps)
             while log.steps < total and log.status == "done":
-                for forget_batch in forget_dl:
+                for forget_batch in forget_iter:
+                    position.forget_micro += 1
                     retain_batch = next(retain_iter) if retain_iter is not None else None
+                    position.retain_micro += retain_batch is not None
                     with accelerator.accumulate(model):
                         if method.backward is not None:
                             loss = method.backward(model, forget_batch, retain_batch, ctx, accelerator)
@@ -247,6 +350,10 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
                         if message:
                             log.status, log.message = "stopped_target", message
                             break
+                    if checkpoint_dir is not None and cfg.checkpoint_every and log.steps % cfg.checkpoint_every == 0 \
+                            and log.steps < total:
+                        log.seconds = time.perf_counter() - t0
+                        _save_checkpoint(accelerator, Path(checkpoint_dir))
                     if log.steps >= total:
                         break
     except KeyboardInterrupt:

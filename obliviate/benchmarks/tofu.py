@@ -34,7 +34,7 @@ def tofu_models(cfg: RunConfig, data: Path | None, split: str, authors: int | No
 
 def run(out: Path, cfg: RunConfig, split: str = "forget10", authors: int | None = None, data: Path | None = None,
         model: str | None = None, oracle: str | None = None, log=print,
-        command: str = "obliviate bench tofu") -> dict[str, Any]:
+        command: str = "obliviate bench tofu", resume: bool = False) -> dict[str, Any]:
     task = load_tofu(data, split, authors)
     log(f"TOFU {split}{f' ({authors} retain authors)' if authors else ''}: {len(task.forget)} forget / "
         f"{len(task.retain)} retain QA, {len(task.holdout)} holdout")
@@ -46,4 +46,4 @@ def run(out: Path, cfg: RunConfig, split: str = "forget10", authors: int | None 
         dirs = tofu_models(cfg, data, split, authors, log)
     sources = {"data": str(data or packaged_tofu_dir()), "split": split, "authors": authors,
                "model": model, "oracle": oracle}
-    return run_task(task, dirs, cfg, out, log, command, tiny=model is None, sources=sources)
+    return run_task(task, dirs, cfg, out, log, command, tiny=model is None, sources=sources, resume=resume)

@@ -80,7 +80,17 @@ def load_results(path: Path | str) -> dict[str, Any]:
 
 
 def write_per_item(path: Path, rows: list[dict[str, Any]]) -> Path:
-    with path.open("w") as f:
+    """Write atomically (rewritten after every model, so a killed run keeps its finished rows)."""
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w") as f:
         for row in rows:
             f.write(json.dumps(_clean(row)) + "\n")
+    os.replace(tmp, path)
     return path
+
+
+def read_per_item(path: Path) -> list[dict[str, Any]]:
+    """The rows `write_per_item` wrote ([] when there is no file)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,5 @@
+"""`python -m obliviate`: the `obliviate` command."""
+
+from obliviate.cli import main
+
+main()
