@@ -99,6 +99,28 @@ def _require_complete(run_dir: Path, allow_incomplete: bool) -> None:
         _fail(str(e))
 
 
+SeedsOpt = Annotated[str | None, typer.Option(help="repeat unlearning and the audit per seed, e.g. 0,1,2: "
+                                                     "mean ± std and verdict agreement")]
+
+
+def _with_seeds(cfg, seeds: str | None):
+    from obliviate.seeds import parse_seeds
+
+    parsed = parse_seeds(seeds)
+    return cfg.model_copy(update={"seeds": parsed}) if parsed else cfg
+
+
+def _over_seeds(cfg, out: Path, run_one, resume: bool):
+    """`run_one(cfg, out, resume)` once, or once per seed of `cfg.seeds` (obliviate/seeds.py)."""
+    if not cfg.seeds:
+        return run_one(cfg, out, resume)
+    from obliviate.config import dump_run_config
+    from obliviate.seeds import run_seeds
+
+    dump_run_config(cfg, out / "config.yaml")
+    return run_seeds(cfg, out, cfg.seeds, run_one, log=_log)
+
+
 ResumeOpt = Annotated[bool, typer.Option(help="continue the interrupted run in --out (finished models are kept)")]
 AllowIncompleteOpt = Annotated[bool, typer.Option(help="read a run that is not finished (interrupted, crashed)")]
 
@@ -123,6 +145,7 @@ def demo(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="retrain the target and oracle")] = False,
     force: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
     resume: ResumeOpt = False,
+    seeds: SeedsOpt = None,
 ) -> None:
     """The whole job offline on a CPU: world, target + oracle, unlearning, metrics, report."""
     from obliviate.config import load_run_config
@@ -138,17 +161,19 @@ def demo(
     overrides["audit.enabled"] = audit
     overrides["audit.attacks"] = _split(attacks)
     try:
-        cfg = load_run_config(config, overrides)
+        cfg = _with_seeds(load_run_config(config, overrides), seeds)
     except (DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
-    results = _run_in_dir(out, force, resume, lambda: run_world(cfg, out, log=_log, command=_command_line(),
-                                                                resume=resume))
+    results = _run_in_dir(out, force, resume, lambda: _over_seeds(
+        cfg, out, lambda c, o, r: run_world(c, o, log=_log, command=_command_line(), resume=r), resume))
     print_table(results, out_console)
     _print_audit(results)
     out_console.print(f"run directory: {out} (results.json, audit.json, report.md, per_item.jsonl, models/)")
 
 
 def _print_audit(results: dict[str, Any]) -> None:
+    for name, v in results.get("verdict_agreement", {}).items():
+        out_console.print(f"  {name}: {v}", highlight=False)
     if not results.get("audit"):
         return
     from obliviate.report.tables import print_audit
@@ -265,16 +290,18 @@ def _bench_config(config: Path | None, seed: int, methods: str | None, default_m
 
 def _bench(out: Path, force: bool, config: Path | None, seed: int, methods: str | None, default_methods: list[str],
            job, attacks: str | None = None, audit: bool = False, no_cache: bool = False,
-           model: str | None = None, oracle: str | None = None, resume: bool = False) -> None:
+           model: str | None = None, oracle: str | None = None, resume: bool = False,
+           seeds: str | None = None) -> None:
     """The shared body of every `bench` command: check the options, resolve the run config, run
     `job(cfg, log, command)` in a fresh (or, with `resume`, the interrupted) run directory, print the tables."""
     if oracle and not model:
         _fail("--oracle needs --model (the tiny target has its own oracle)")
     try:
-        cfg = _bench_config(config, seed, methods, default_methods, attacks, audit, no_cache)
+        cfg = _with_seeds(_bench_config(config, seed, methods, default_methods, attacks, audit, no_cache), seeds)
     except DataError as e:
         _fail(str(e))
-    _run_bench(out, force, lambda log, command: job(cfg, log, command), resume)
+    _run_bench(out, force, lambda log, command: _over_seeds(
+        cfg, out, lambda c, o, r: job(c, o, log, command, r), resume), resume)
 
 
 def _run_bench(out: Path, force: bool, job, resume: bool = False) -> None:
@@ -328,14 +355,15 @@ def bench_tofu_cmd(
     no_cache: NoCacheOpt = False,
     force: ForceOpt = False,
     resume: ResumeOpt = False,
+    seeds: SeedsOpt = None,
 ) -> None:
     """TOFU end to end: tiny target + oracle from the real data (or --model/--oracle), methods, suite, audit."""
     from obliviate.benchmarks import tofu
 
     _bench(out, force, config, seed, methods, tofu.DEFAULT_METHODS,
-           lambda cfg, log, command: tofu.run(out, cfg, split, authors, data, model, oracle, log, command,
-                                              resume=resume),
-           attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle, resume=resume)
+           lambda cfg, o, log, command, r: tofu.run(o, cfg, split, authors, data, model, oracle, log, command,
+                                                    resume=r),
+           attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle, resume=resume, seeds=seeds)
 
 
 @bench_app.command("muse")
@@ -355,7 +383,7 @@ def bench_muse_cmd(
     from obliviate.benchmarks import muse
 
     _bench(out, force, config, seed, methods, muse.DEFAULT_METHODS,
-           lambda cfg, log, command: muse.run(out, cfg, data, articles, model, oracle, log, command),
+           lambda cfg, o, log, command, r: muse.run(o, cfg, data, articles, model, oracle, log, command),
            no_cache=no_cache, model=model, oracle=oracle)
 
 
@@ -376,7 +404,7 @@ def bench_semeval_cmd(
     from obliviate.benchmarks import semeval
 
     _bench(out, force, config, seed, methods, semeval.DEFAULT_METHODS,
-           lambda cfg, log, command: semeval.run(out, cfg, data, model, oracle, mmlu, log, command),
+           lambda cfg, o, log, command, r: semeval.run(o, cfg, data, model, oracle, mmlu, log, command),
            no_cache=no_cache, model=model, oracle=oracle)
 
 
@@ -402,8 +430,8 @@ def bench_tdec_cmd(
 
     unseen_arg: int | str | None = int(unseen) if unseen is not None and unseen.isdigit() else unseen
     _bench(out, force, config, seed, methods, tdec.DEFAULT_METHODS,
-           lambda cfg, log, command: tdec.run(
-        out, cfg, data, forget_set, model, unseen_arg, limit, max_tokens=max_tokens, log=log, command=command),
+           lambda cfg, o, log, command, r: tdec.run(
+        o, cfg, data, forget_set, model, unseen_arg, limit, max_tokens=max_tokens, log=log, command=command),
            attacks=attacks, audit=audit, no_cache=no_cache)
 
 
@@ -426,8 +454,8 @@ def bench_wmdp_cmd(
     from obliviate.benchmarks import wmdp
 
     _bench(out, force, config, seed, methods, wmdp.DEFAULT_METHODS,
-           lambda cfg, log, command: wmdp.run(
-        out, cfg, data, model, tuple(_split(subsets) or ()), limit, forget_corpus, retain_corpus, baseline, log,
+           lambda cfg, o, log, command, r: wmdp.run(
+        o, cfg, data, model, tuple(_split(subsets) or ()), limit, forget_corpus, retain_corpus, baseline, log,
         command))
 
 
@@ -447,7 +475,7 @@ def bench_rwku_cmd(
     from obliviate.benchmarks import rwku
 
     _bench(out, force, config, seed, methods, rwku.DEFAULT_METHODS,
-           lambda cfg, log, command: rwku.run(out, cfg, data, model, subject, log, command, chat))
+           lambda cfg, o, log, command, r: rwku.run(o, cfg, data, model, subject, log, command, chat))
 
 
 class Benchmark(StrEnum):

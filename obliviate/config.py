@@ -78,6 +78,15 @@ class RunConfig(BaseModel):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     cache: bool = True
     save_models: bool = True
+    seeds: list[int] | None = Field(None, description="repeat unlearning and the audit with each of these "
+                                    "seeds (task, target and oracle keep `seed`); see obliviate/seeds.py")
+    unlearn_seed: int | None = Field(None, description="seed of unlearning and the audit (default: seed); "
+                                     "set per run by --seeds")
+
+    @property
+    def run_seed(self) -> int:
+        """The seed of unlearning and of the audit."""
+        return self.seed if self.unlearn_seed is None else self.unlearn_seed
 
     def unlearn_config(self, method: str, tiny: bool = True) -> UnlearnConfig:
         """The shared unlearning settings with this method's overrides on top (and, for the tiny
@@ -88,7 +97,7 @@ class RunConfig(BaseModel):
             merged |= {k: v for k, v in layer.items() if k != "params"}
             merged["params"] = {**merged["params"], **layer.get("params", {})}
         merged["method"] = method
-        merged["seed"] = self.seed
+        merged["seed"] = self.run_seed
         try:
             return UnlearnConfig(**merged)
         except ValidationError as e:

@@ -173,6 +173,8 @@ def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path,
     (out / "provenance.json").write_text(json.dumps(provenance(), indent=1))
     results: dict[str, Any] = {"benchmark": task.name, "seed": cfg.seed, "config": cfg.model_dump(mode="json"),
                                "provenance": provenance(), "status": "running", "models": {}}
+    if cfg.unlearn_seed is not None:
+        results["unlearn_seed"] = cfg.unlearn_seed
     if sources:
         results["sources"] = sources
     rows: list[dict[str, Any]] = []
@@ -230,7 +232,7 @@ def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path,
         raise
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     if cfg.audit.enabled:
-        audit_run(out, results, task, cfg.audit, cfg.eval, cfg.seed, log)
+        audit_run(out, results, task, cfg.audit, cfg.eval, cfg.run_seed, log)
     save("done")
     write_report(out, results, command)
     return results
@@ -374,7 +376,7 @@ def task_of_run(run_dir: Path, results: dict[str, Any]) -> tuple[ForgetTask, Any
     from obliviate.data.world import generate_world
 
     cfg = parse_run_config(raw, str(cfg_path))
-    return generate_world(cfg.world.model_copy(update={"seed": cfg.seed})), cfg, cfg.eval, cfg.seed
+    return generate_world(cfg.world.model_copy(update={"seed": cfg.seed})), cfg, cfg.eval, cfg.run_seed
 
 
 def audit_run_dir(run_dir: Path, audit_cfg, log=print) -> dict[str, Any]:

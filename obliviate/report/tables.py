@@ -33,8 +33,15 @@ def columns(results: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def rows(results: dict[str, Any]) -> list[list[str]]:
-    return [[name] + [_fmt(entry["metrics"].get(k)) for k, _, _ in columns(results)]
-            for name, entry in results["models"].items()]
+    """One row per model; a multi-seed run (`--seeds`) shows mean ± std over the seeds."""
+    from obliviate.seeds import format_mean_std
+
+    def cell(entry: dict[str, Any], k: str) -> str:
+        if "metrics_std" in entry and isinstance(entry["metrics"].get(k), float):
+            return format_mean_std(entry["metrics"][k], entry["metrics_std"].get(k))
+        return _fmt(entry["metrics"].get(k))
+
+    return [[name] + [cell(entry, k) for k, _, _ in columns(results)] for name, entry in results["models"].items()]
 
 
 def markdown_table(results: dict[str, Any]) -> str:
