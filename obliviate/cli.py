@@ -1,4 +1,4 @@
-"""The `obliviate` command: demo, unlearn, eval, list.
+"""The `obliviate` command: demo, unlearn, eval, audit, bench, report, list.
 
 Bad input (a missing file, a malformed line, an unknown method or key) is one line on
 stderr naming the file, line and field, and exit code 2 — never a stack trace.
@@ -449,6 +449,26 @@ def eval_cmd(
     print_table(results, out_console)
 
 
+@app.command("report")
+def report_cmd(
+    run_dirs: Annotated[list[Path], typer.Argument(help="one run directory, or several to compare")],
+    out: Annotated[Path | None, typer.Option(help="directory for the comparison page (several runs)")] = None,
+) -> None:
+    """Write report.html: re-render a run directory's page, or compare runs side by side."""
+    from obliviate.report.html import write_comparison, write_html_report
+
+    try:
+        if len(run_dirs) == 1 and out is None:
+            path = write_html_report(run_dirs[0])
+        elif out is None:
+            _fail("comparing runs needs --out DIR (the comparison page is written there)")
+        else:
+            path = write_comparison(run_dirs, out)
+    except DataError as e:
+        _fail(str(e))
+    out_console.print(f"wrote {path}")
+
+
 class What(StrEnum):
     methods = "methods"
     metrics = "metrics"
@@ -486,3 +506,7 @@ def list_cmd(what: Annotated[What, typer.Argument(help="methods | metrics | atta
 
 def main() -> None:  # pragma: no cover
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover — `python -m obliviate.cli`
+    main()
