@@ -526,7 +526,7 @@ def _metric_comparison(runs: list[dict[str, Any]]) -> str:
             for v in vals[1:]:
                 d = v - vals[0] if _finite(v) and _finite(vals[0]) else None
                 cells.append(f"<td>{'–' if d is None else f'{d:+.3g}'}</td>")
-            body.append(f"<tr><th>{escape(m)}</th><td>{escape(k)}</td>{''.join(cells)}</tr>")
+            body.append(f'<tr><th>{escape(m)}</th><td class="k">{escape(k)}</td>{"".join(cells)}</tr>')
     return (f'<div class="scroll"><table class="num"><thead><tr><th>model</th><th>metric</th>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
@@ -550,7 +550,7 @@ padding:0 24px 48px;color:#222;line-height:1.45}
 h1{font-size:1.5em;margin:20px 0 4px}h2{border-bottom:1px solid #ddd;padding-bottom:3px;margin-top:34px}
 nav a{margin-right:12px}table{border-collapse:collapse;margin:8px 0;font-size:.88em}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}thead th{background:#f5f5f5}
-table.num td{text-align:right}.ci{color:#777;font-size:.85em}.na{color:#777;font-style:italic}
+table.num td{text-align:right}table.num td.k{text-align:left}.ci{color:#777;font-size:.85em}.na{color:#777;font-style:italic}
 svg.plot{max-width:100%;height:auto;display:block;margin:6px 0}
 ul.verdicts li{margin:3px 0}.scroll{max-height:640px;overflow:auto;border:1px solid #eee}
 table.items th{cursor:pointer;position:sticky;top:0;background:#f5f5f5}

@@ -93,6 +93,7 @@ def tradeoff(points: list[dict[str, Any]], xlabel: str, ylabel: str) -> str:
     drawn hollow, the note in the label)}."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    labels: dict[tuple[float, float], list[tuple[str, str]]] = {}  # models at one spot share one label
     for p in points:
         if not (_finite(p.get("x")) and _finite(p.get("y"))):
             continue
@@ -106,12 +107,25 @@ def tradeoff(points: list[dict[str, Any]], xlabel: str, ylabel: str) -> str:
         ax.scatter([p["x"]], [p["y"]], marker=marker, s=size, zorder=3, linewidths=1.5,
                    facecolors="none" if hollow else c, edgecolors=c)
         label = p["label"] + (f" ({p['note']})" if p.get("note") else "")
-        ax.annotate(label, (p["x"], p["y"]), xytext=(6, 5), textcoords="offset points", fontsize=8, color=c)
+        labels.setdefault(_near(labels, p["x"], p["y"], points), []).append((label, c))
+    for (x, y), group in labels.items():
+        for i, (label, c) in enumerate(group):
+            ax.annotate(label, (x, y), xytext=(6, 5 + 10 * i), textcoords="offset points", fontsize=8, color=c)
     ax.set_xlabel(f"{xlabel}  (forget: lower is better)")
     ax.set_ylabel(f"{ylabel}  (retain: higher is better)")
     ax.grid(alpha=0.3)
     ax.margins(0.12)
     return svg_of(fig)
+
+
+def _near(anchors: dict[tuple[float, float], Any], x: float, y: float, points: list[dict[str, Any]]
+          ) -> tuple[float, float]:
+    """The label anchor of (x, y): an existing anchor closer than ~a label's size (10% of the
+    x range, 5% of the y range), so nearby models stack their labels instead of overprinting."""
+    xs = [p["x"] for p in points if _finite(p.get("x"))]
+    ys = [p["y"] for p in points if _finite(p.get("y"))]
+    dx, dy = 0.1 * (max(xs) - min(xs) or 1.0), 0.05 * (max(ys) - min(ys) or 1.0)
+    return next(((ax, ay) for ax, ay in anchors if abs(ax - x) < dx and abs(ay - y) < dy), (x, y))
 
 
 def heatmap(attacks: list[str], columns: list[dict[str, Any]], cells: dict[tuple[int, int], dict[str, Any]],
@@ -165,8 +179,11 @@ def grouped_bars(models: list[str], series: list[tuple[str, list[float]]], ylabe
     are left out and marked "n/a" at the axis."""
     plt = _plt()
     ncols = 2 if side else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(2.2 + 0.9 * len(models) * ncols, 3.6), squeeze=False,
-                             gridspec_kw={"width_ratios": [2, 1][:ncols]})
+    n = len(models)
+    # wide enough for the labels, capped at the page's width (a comparison has many models)
+    width = min(12.5, 2.5 + 0.75 * n + (1.0 + 0.35 * n if side else 0))
+    fig, axes = plt.subplots(1, ncols, figsize=(width, 3.8), squeeze=False,
+                             gridspec_kw={"width_ratios": [2.2, 1][:ncols]})
     ax = axes[0][0]
     x = np.arange(len(models))
     width = 0.8 / max(1, len(series))
@@ -190,7 +207,7 @@ def grouped_bars(models: list[str], series: list[tuple[str, list[float]]], ylabe
         for a, v in zip(x, values, strict=True):
             ax2.text(a, v if _finite(v) else 0, f"{v:.1%}" if _finite(v) else "n/a", ha="center", va="bottom",
                      fontsize=7)
-        ax2.set_xticks(x, models, rotation=20, ha="right")
+        ax2.set_xticks(x, models, rotation=40, ha="right")
         ax2.set_title(label, fontsize=9)
         ax2.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -7,7 +7,7 @@ import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
-from conftest import ATTACKS, MODELS
+from report_run_dir import ATTACKS, MODELS
 from typer.testing import CliRunner
 
 from obliviate.cli import app
@@ -137,7 +137,7 @@ def test_cli_report_rerenders_and_compares(make_run_dir, tmp_path):
     assert ">run_a: ga<" in html and ">run_b: ga<" in html
     metrics = _section(html, "metrics")
     assert "<th>Δ run_b − run_a</th>" in metrics
-    row = re.search(r"<tr><th>ga</th><td>forget_acc</td>(.*?)</tr>", metrics).group(1)
+    row = re.search(r'<tr><th>ga</th><td class="k">forget_acc</td>(.*?)</tr>', metrics).group(1)
     assert re.findall(r"<td>(.*?)</td>", row) == ["0.300", "0.400", "+0.1"]
     # several runs without --out: one-line error, exit 2
     res = runner.invoke(app, ["report", str(a), str(b)])
