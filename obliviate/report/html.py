@@ -26,6 +26,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from obliviate.data.task import DataError
 from obliviate.report import plots
 from obliviate.report.results import load_results
@@ -35,6 +37,7 @@ REFERENCE = ("target", "oracle")
 SCORE_KEYS = ("recovered_net", "recovered", "recovered_vs_oracle")
 EIGHT_BIT = ("rtn8", "bnb_int8")
 FOUR_BIT = ("rtn4", "bnb_nf4", "bnb_fp4", "gptq4", "awq4", "rtn4_asym", "rtn4_channel")
+KNOWLEDGE = {"acc": "forget accuracy", "rouge": "forget ROUGE-L recall", "ma_el10": "forget MA / EL10"}
 MAX_ITEMS = 3000  # rows of the item table; per_item.jsonl keeps them all
 
 
@@ -163,6 +166,11 @@ def _na_reason(row: Any) -> str | None:
     return None
 
 
+def _value_ci(d: dict[str, Any], key: str) -> str:
+    ci = _ci(d, key)
+    return f"{key} {d[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
 def _pct(v: float) -> str:
     return f"{v:.0%}" if _finite(v) else "–"
 
@@ -175,8 +183,8 @@ def _cell(row: Any, key: str | None, attack: str, model: str) -> dict[str, Any]:
     v = v if _finite(v) else float("nan")
     ci = _ci(row, key)
     text = _pct(v) + (f"\n{ci[0]:.0%}–{ci[1]:.0%}" if ci else "")
-    detail = [f"{k} {row[k]:.3f}" + (f" [{_ci(row, k)[0]:.3f}, {_ci(row, k)[1]:.3f}]" if _ci(row, k) else "")
-              for k in row if _finite(row.get(k)) and (k.startswith(("recovered", "retained", "forget_", "retain_")))]
+    detail = [_value_ci(row, k) for k in row
+              if _finite(row.get(k)) and k.startswith(("recovered", "retained", "forget_", "retain_"))]
     why = "" if _finite(v) else " (undefined: nothing was forgotten, so nothing can be recovered)"
     return {"value": v, "text": text, "title": f"{attack} on {model}: {key} {_pct(v)}{why}; " + ", ".join(detail)}
 
@@ -315,15 +323,15 @@ def _audit(runs: list[dict[str, Any]]) -> str:
             for r, a in enumerate(attacks):
                 cells[r, c] = _cell(rows.get(a), key, a, n)
         score_names = sorted({_score_key(t) or "?" for _, t in tables})
-        title = f"{measure}: {', '.join(score_names)} (methods)"
-        parts.append(f"<h3>{escape(measure)}</h3>" + plots.heatmap(attacks, cols, cells, title))
+        title = f"K = {KNOWLEDGE.get(measure, measure)}; methods: {', '.join(score_names)}"
+        parts.append(f"<h3>{escape(KNOWLEDGE.get(measure, measure))}</h3>"
+                     + plots.heatmap(attacks, cols, cells, title))
     return "".join(parts)
 
 
 def _quantization(runs: list[dict[str, Any]]) -> str:
     labels, fp, q8, q4, changed = [], [], [], [], []
-    names8: set[str] = set()
-    names4: set[str] = set()
+    used: dict[int, set[str]] = {8: set(), 4: set()}  # which attack stands for 8 and 4 bits, per run
     for run in runs:
         tables = _audit_tables(run)
         if not tables:
@@ -335,8 +343,8 @@ def _quantization(runs: list[dict[str, Any]]) -> str:
         a4 = next((a for a in FOUR_BIT if a in attacks), None)
         if not k or not (a8 or a4):
             continue
-        names8 |= {a8} if a8 else set()
-        names4 |= {a4} if a4 else set()
+        used[8] |= {a8} - {None}
+        used[4] |= {a4} - {None}
         diag = table.get("diagnostics") or (run["results"].get("audit") or {}).get("diagnostics") or {}
         base = table.get("baseline") or {}
         for n, rows in table["models"].items():
@@ -356,8 +364,8 @@ def _quantization(runs: list[dict[str, Any]]) -> str:
             changed.append(c if _finite(c) else float("nan"))
     if not labels:
         return _na("the audit ran no 8-bit or 4-bit quantization attack")
-    series = [("fp32", fp), (f"8-bit ({'/'.join(sorted(names8)) or 'not run'})", q8),
-              (f"4-bit ({'/'.join(sorted(names4)) or 'not run'})", q4)]
+    series = [("fp32", fp), (f"8-bit ({'/'.join(sorted(used[8])) or 'not run'})", q8),
+              (f"4-bit ({'/'.join(sorted(used[4])) or 'not run'})", q4)]
     side = ("changed int4 codes vs target", changed) if any(_finite(c) for c in changed) else None
     return ("<p>Forget knowledge of every model unquantized and after weight-only 8-bit and 4-bit "
             "quantization (bars rising after quantization: forgetting undone), and the share of the "
@@ -470,8 +478,6 @@ def _clip(text: str, n: int = 400) -> str:
 
 
 def _facts(runs: list[dict[str, Any]]) -> str:
-    import yaml
-
     parts = []
     for run in runs:
         res = run["results"]

@@ -102,7 +102,7 @@ def test_diverged_run_and_loss_curves(run_dir):
 
 def test_one_heatmap_without_measures_and_missing_pieces_say_why(make_run_dir):
     html = write_html_report(make_run_dir("single", measures=False)).read_text()
-    assert _section(html, "audit").count("<svg") == 1 and "<h3>acc</h3>" in html
+    assert _section(html, "audit").count("<svg") == 1 and "<h3>forget accuracy</h3>" in html
     bare = write_html_report(make_run_dir("bare", audit=False, items=False, losses=False)).read_text()
     _parse(bare)
     assert "Not shown: this run was not audited (no audit.json)" in bare
