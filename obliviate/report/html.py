@@ -97,11 +97,15 @@ def role(run: dict[str, Any], name: str) -> str:
 
 
 def _knowledge_keys(results: dict[str, Any]) -> tuple[str | None, str | None]:
-    """The summary table's first forget and first retain metric: the trade-off's axes."""
-    keys = [k for k, _, _ in columns(results)]
-    fk = next((k for k in keys if "forget" in k), None)
-    rk = next((k for k in keys if "retain" in k), None)
-    return fk, rk
+    """The trade-off's axes: the summary table's first forget metric that should fall (↓) and
+    first retain (or RWKU neighbour) metric that should stay high (↑)."""
+    cols = columns(results)
+
+    def first(words: tuple[str, ...], better: str) -> str | None:
+        named = [(k, b) for k, label, b in cols if any(w in f"{k} {label}".lower() for w in words)]
+        return next((k for k, b in named if b == better), None)
+
+    return first(("forget",), "↓"), first(("retain", "neighbo"), "↑")
 
 
 def _label_of(results: dict[str, Any], key: str | None) -> str:
@@ -273,7 +277,7 @@ def _summary_table(run: dict[str, Any]) -> str:
 def _tradeoff(runs: list[dict[str, Any]]) -> str:
     fk, rk = _knowledge_keys(runs[0]["results"])
     if not (fk and rk):
-        return _na("the summary table has no forget and retain metric to plot against each other")
+        return _na("the summary table has no forget metric (↓) and retain metric (↑) to plot against each other")
     colours = _colours(runs)
     points = []
     for run in runs:
@@ -288,7 +292,8 @@ def _tradeoff(runs: list[dict[str, Any]]) -> str:
     return ("<p>Each model's forget knowledge against its retain knowledge. The target (★) is where "
             "unlearning starts and the oracle (◆), never trained on the forget set, is where it should "
             "end; error bars are 95% intervals where the run has them; hollow markers diverged.</p>"
-            + plots.tradeoff(points, _label_of(res, fk), _label_of(res, rk)))
+            + plots.tradeoff(points, f"{_label_of(res, fk)} (lower is better)",
+                             f"{_label_of(res, rk)} (higher is better)"))
 
 
 def _audit(runs: list[dict[str, Any]]) -> str:

@@ -86,7 +86,7 @@ def _err(value: float, ci: Sequence[float] | None) -> list[list[float]] | None:
 
 
 def tradeoff(points: list[dict[str, Any]], xlabel: str, ylabel: str) -> str:
-    """Forget knowledge (x, lower is better) against retain knowledge (y, higher is better).
+    """Forget knowledge (x) against retain knowledge (y), one marker per model.
 
     points: {"label", "x", "y", "role" (target|oracle|control|method), "colour", optional
     "xci"/"yci" ([lo, hi] 95% intervals: drawn as error bars) and "note" (e.g. "diverged":
@@ -111,8 +111,8 @@ def tradeoff(points: list[dict[str, Any]], xlabel: str, ylabel: str) -> str:
     for (x, y), group in labels.items():
         for i, (label, c) in enumerate(group):
             ax.annotate(label, (x, y), xytext=(6, 5 + 10 * i), textcoords="offset points", fontsize=8, color=c)
-    ax.set_xlabel(f"{xlabel}  (forget: lower is better)")
-    ax.set_ylabel(f"{ylabel}  (retain: higher is better)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.margins(0.12)
     return svg_of(fig)
