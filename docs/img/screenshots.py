@@ -3,7 +3,7 @@
     obliviate demo --out runs/demo && python docs/img/screenshots.py runs/demo
 
 Each screenshot shows some sections of the run's page (a copy holding only those sections, so
-no crop coordinates are guessed), cut to its content and saved as a small palette PNG.
+no crop coordinates are guessed), cut to its content and saved as a 256-colour PNG.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from PIL import Image, ImageChops
 
 from obliviate.report.html import load_run, render
 
-SHOTS = {"report-verdicts.png": ("verdicts", "tradeoff"), "report-audit.png": ("audit", "quantization")}
+SHOTS = {"report-verdicts.png": ("verdicts", "table", "tradeoff"), "report-audit.png": ("audit", "quantization")}
 WIDTH = 1300
 
 
@@ -36,7 +36,7 @@ def shoot(page: str, sections: tuple[str, ...], png: Path, tmp: Path) -> None:
     img = Image.open(raw).convert("RGB")
     box = ImageChops.difference(img, Image.new("RGB", img.size, "white")).getbbox()
     img = img.crop((0, 0, WIDTH, min(img.height, box[3] + 16)))
-    img.quantize(colors=128).save(png, optimize=True)
+    img.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(png, optimize=True)
     print(f"{png} {img.width}x{img.height}, {png.stat().st_size // 1024} KiB")
 
 

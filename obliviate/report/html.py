@@ -84,7 +84,8 @@ def _ci(d: dict[str, Any], key: str) -> list[float] | None:
 def _controls(run: dict[str, Any]) -> set[str]:
     """Planted controls (e.g. hide_q4): unlearned on purpose to hide, audited beside the methods."""
     res, audit = run["results"], run["audit"] or {}
-    named = set((res.get("config") or {}).get("audit", {}).get("controls") or []) | set(audit.get("controls") or [])
+    named = set(((res.get("config") or {}).get("audit") or {}).get("controls") or [])
+    named |= set(audit.get("controls") or [])
     named |= {n for n, e in res["models"].items() if e.get("control")}
     # fallback for runs that do not list them: the planted hiders are named hide_*
     return named | {n for n in res["models"] if n.startswith("hide_")}
@@ -245,8 +246,8 @@ def verdict_sentences(run: dict[str, Any]) -> list[str]:
             head = f"diverged ({u.get('message') or 'the run stopped'}): not an unlearning result"
         elif n in verdicts:
             head = verdicts[n]
-        elif run["audit"]:
-            head = "not audited (no verdict for this model in audit.json)"
+        elif n in (run["audit"] or {}).get("models", {}):
+            head = "audited, no verdict recorded (see the heatmap)"
         else:
             head = "not audited"
         tail = f" Unlearning {status}{': ' + u['message'] if u.get('message') else ''}." if status not in (

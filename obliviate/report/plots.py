@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf"]
+# matplotlib's tab10 without its green and grey: green marks the oracle, black the target
+PALETTE = ["#1f77b4", "#ff7f0e", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
 ROLE_STYLE = {  # (marker, colour or None = the model's/run's colour, size)
     "target": ("*", "#000000", 220),
     "oracle": ("D", "#2ca02c", 90),
