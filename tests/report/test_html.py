@@ -148,3 +148,26 @@ def test_cli_report_bad_run_dir_is_one_line(tmp_path):
     (tmp_path / "results.json").write_text("{\n  bad")
     res = runner.invoke(app, ["report", str(tmp_path)])
     assert res.exit_code == 2 and "results.json:2: not valid JSON" in res.output and "Traceback" not in res.output
+
+
+def test_other_audit_shapes_pick_their_own_scores(make_run_dir):
+    """TDEC's audit: MA instead of accuracy, `recovered_ma`, no verdicts; rows given as strings."""
+    import json
+
+    run = make_run_dir("tdec", measures=False)
+    doc = json.loads((run / "audit.json").read_text())
+    doc["models"] = {m: {"rtn4": {"forget_ma": 0.5, "recovered_ma": 0.25}, "rtt": "unavailable: text only"}
+                     for m in doc["models"]}
+    doc["knowledge"] = "ma_el10"
+    del doc["verdicts"]
+    (run / "audit.json").write_text(json.dumps(doc))
+    results = json.loads((run / "results.json").read_text())
+    results["audit"].pop("verdicts")
+    (run / "results.json").write_text(json.dumps(results))
+    html = write_html_report(run).read_text()
+    audit = _section(html, "audit")
+    assert "<h3>forget MA / EL10</h3>" in audit and "methods: recovered_ma" in audit
+    assert ">target (forget_ma)<" in audit and ">25%<" in audit and ">50%<" in audit
+    assert "rtt on ga: n/a — unavailable: text only" in audit
+    assert "<b>ga</b>: audited, no verdict recorded (see the heatmap)." in html
+    assert "could not be rendered" not in html
