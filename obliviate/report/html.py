@@ -76,16 +76,25 @@ def _finite(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _ci(d: dict[str, Any], key: str) -> list[float] | None:
-    ci = d.get(f"{key}_ci")
+def _interval(ci: Any) -> list[float] | None:
     return list(ci) if isinstance(ci, list | tuple) and len(ci) == 2 and all(_finite(c) for c in ci) else None
+
+
+def _ci(d: dict[str, Any], key: str) -> list[float] | None:
+    return _interval(d.get(f"{key}_ci"))
+
+
+def _metric_ci(entry: dict[str, Any], key: str) -> list[float] | None:
+    """A metric's 95% interval: results.json keeps them in `metrics_ci` ({metric: [lo, hi]});
+    a `METRIC_ci` entry beside the metric is read too."""
+    return _interval((entry.get("metrics_ci") or {}).get(key)) or _ci(entry.get("metrics", {}), key)
 
 
 def _controls(run: dict[str, Any]) -> set[str]:
     """Planted controls (e.g. hide_q4): unlearned on purpose to hide, audited beside the methods."""
     res, audit = run["results"], run["audit"] or {}
     named = set(((res.get("config") or {}).get("audit") or {}).get("controls") or [])
-    named |= set(audit.get("controls") or [])
+    named |= set(audit.get("controls") or []) | set((res.get("audit") or {}).get("controls") or [])
     named |= {n for n, e in res["models"].items() if e.get("control")}
     # fallback for runs that do not list them: the planted hiders are named hide_*
     return named | {n for n in res["models"] if n.startswith("hide_")}
@@ -268,7 +277,7 @@ def _summary_table(run: dict[str, Any]) -> str:
         m = e.get("metrics", {})
         cells = []
         for k, _, _ in cols:
-            ci = _ci(m, k)
+            ci = _metric_ci(e, k)
             cells.append(f"<td>{escape(_fmt(m.get(k)))}"
                          + (f'<span class="ci"> [{_fmt(ci[0])}, {_fmt(ci[1])}]</span>' if ci else "") + "</td>")
         body.append(f"<tr><th>{escape(n)}</th>{''.join(cells)}</tr>")
@@ -285,7 +294,7 @@ def _tradeoff(runs: list[dict[str, Any]]) -> str:
         for n, e in run["results"]["models"].items():
             m = e.get("metrics", {})
             points.append({"label": _key(runs, run, n), "x": m.get(fk), "y": m.get(rk), "role": role(run, n),
-                           "colour": colours[run["name"], n], "xci": _ci(m, fk), "yci": _ci(m, rk),
+                           "colour": colours[run["name"], n], "xci": _metric_ci(e, fk), "yci": _metric_ci(e, rk),
                            "note": "diverged" if _status(run, n) == "diverged" else ""})
     if not any(_finite(p["x"]) and _finite(p["y"]) for p in points):
         return _na(f"no model has both {fk} and {rk}")
@@ -329,9 +338,11 @@ def _audit(runs: list[dict[str, Any]]) -> str:
             for r, a in enumerate(attacks):
                 cells[r, c] = _cell(rows.get(a), key, a, n)
         score_names = sorted({_score_key(t) or "?" for _, t in tables})
-        title = f"K = {KNOWLEDGE.get(measure, measure)}; methods: {', '.join(score_names)}"
-        parts.append(f"<h3>{escape(KNOWLEDGE.get(measure, measure))}</h3>"
-                     + plots.heatmap(attacks, cols, cells, title))
+        label = tables[0][1].get("label") or KNOWLEDGE.get(measure, measure)
+        notes = "".join(f'<p class="na">{escape(run["name"] + ": " if len(runs) > 1 else "")}'
+                        f'{escape(str(t["oracle_stand_in"]))}</p>' for run, t in tables if t.get("oracle_stand_in"))
+        title = f"K = {label}; methods: {', '.join(score_names)}"
+        parts.append(f"<h3>{escape(label)}</h3>{notes}" + plots.heatmap(attacks, cols, cells, title))
     return "".join(parts)
 
 

@@ -1,5 +1,5 @@
 """A small run directory written by hand, with every optional field other writers add:
-95% intervals (`*_ci`), n/a audit rows (`unavailable`, `error`), a planted control (hide_q4),
+95% intervals (`metrics_ci`, `*_ci` in audit rows), n/a audit rows (`unavailable`, `error`), a planted control (hide_q4),
 a diverged run, per-step losses and one audit table per knowledge measure."""
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ def make_run(path: Path, shift: float = 0.0, *, measures: bool = True, audit: bo
     for m in MODELS:
         fa = FORGET_ACC[m] + (shift if m in METHODS else 0.0)
         metrics = {"forget_acc": fa, "retain_acc": 0.95 - shift, "forget_quality": 0.5 if m != "target" else 1e-5,
-                   "forget_acc_ci": [max(0.0, fa - 0.1), min(1.0, fa + 0.1)], "retain_acc_ci": [0.9, 0.97],
                    "privleak": float("nan")}
         entry = {"metrics": metrics,
+                 "metrics_ci": {"forget_acc": [max(0.0, fa - 0.1), min(1.0, fa + 0.1)], "retain_acc": [0.9, 0.97]},
                  "per_item": {"forget": {"truth_ratio": list(rng.lognormal(0 if m == "oracle" else -1, 0.5, 12))}}}
         if m in (*METHODS, "hide_q4"):
             entry["unlearn"] = {"status": "diverged" if m == "npo" else "done", "steps": 5, "lr": 1e-4,
@@ -69,8 +69,9 @@ def make_run(path: Path, shift: float = 0.0, *, measures: bool = True, audit: bo
         if measures:
             rouge = {m: {a: ({**r, "recovered_net": r["recovered_net"] / 2} if "recovered_net" in r else r)
                          for a, r in rows.items()} for m, rows in table.items()}
-            doc["measures"] = {"acc": {"models": table, "verdicts": verdicts},
-                               "rouge": {"models": rouge, "verdicts": verdicts}}
+            doc["measures"] = {"acc": {"label": "forget accuracy", "models": table, "verdicts": verdicts},
+                               "rouge": {"label": "forget ROUGE-L recall", "models": rouge, "verdicts": verdicts,
+                                         "oracle_stand_in": "no oracle model: chance K = 0.25 stands in"}}
         (path / "audit.json").write_text(json.dumps(doc))
         for m in MODELS:
             models[m]["audit"] = table[m]

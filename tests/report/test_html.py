@@ -63,6 +63,8 @@ def test_report_is_well_formed_self_contained_and_names_everything(run_dir):
     for name in [*ATTACKS, "ga", "npo", "hide_q4 (control)", "target (forget_acc)", "oracle (forget_acc)"]:
         assert f">{name}<" in audit, name  # SVG text stays text (svg.fonttype none)
     assert "could not be rendered" not in html and "Not shown" not in html
+    assert "<h3>forget accuracy</h3>" in audit and "<h3>forget ROUGE-L recall</h3>" in audit  # measure labels
+    assert "no oracle model: chance K = 0.25 stands in" in audit
     # one verdict sentence per method and planted control, with the before -> after numbers
     verdicts = _section(html, "verdicts")
     assert "<b>ga</b>: hides: rtt recovers 60%. Forget acc 1.000 → 0.300" in verdicts
