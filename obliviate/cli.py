@@ -96,7 +96,8 @@ def demo(
         _fail(f"interrupted; partial results in {out}", 130)
     print_table(results, out_console)
     _print_audit(results)
-    out_console.print(f"run directory: {out} (results.json, audit.json, report.md, report.html, per_item.jsonl, models/)")
+    out_console.print(f"run directory: {out} (results.json, audit.json, report.md, report.html, per_item.jsonl, "
+                      "models/)")
 
 
 def _print_audit(results: dict[str, Any]) -> None:
