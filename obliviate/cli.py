@@ -508,6 +508,3 @@ def list_cmd(what: Annotated[What, typer.Argument(help="methods | metrics | atta
 def main() -> None:  # pragma: no cover
     app()
 
-
-if __name__ == "__main__":  # pragma: no cover — `python -m obliviate.cli`
-    main()
