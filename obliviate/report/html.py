@@ -331,7 +331,7 @@ def _audit(runs: list[dict[str, Any]]) -> str:
             for n in ordered:
                 r = role(run, n)
                 group = "reference" if r in REFERENCE else r
-                label = _key(runs, run, n) + (f" ({k})" if r in REFERENCE else " (control)" if r == "control" else "")
+                label = _key(runs, run, n) + (" (K)" if r in REFERENCE else " (control)" if r == "control" else "")
                 cols.append({"label": label, "group": (run["name"], group)})
                 pending.append((len(cols) - 1, table["models"][n], k if r in REFERENCE else score, n))
         for c, rows, key, n in pending:
@@ -436,11 +436,8 @@ def _truth_ratios(runs: list[dict[str, Any]]) -> str:
             "seen the forget set.</p>" + plots.truth_ratio_ecdfs(panels))
 
 
-def _score_of(row: dict[str, Any]) -> float | None:
-    for k in ("acc", "correct", "rouge"):
-        if _finite(row.get(k)):
-            return float(row[k])
-    return None
+def _score_of(row: dict[str, Any], keys: tuple[str, ...]) -> float | None:
+    return next((float(row[k]) for k in keys if _finite(row.get(k))), None)
 
 
 def _items(run: dict[str, Any]) -> str:
@@ -461,6 +458,11 @@ def _items(run: dict[str, Any]) -> str:
         item["models"][m] = r
     items = list(pivot.values())
     shown = items[:MAX_ITEMS]
+    # correctness as the audit measures knowledge: ROUGE-L recall for sentence answers (TOFU),
+    # where containing the exact answer says little
+    knowledge = (run["audit"] or {}).get("knowledge") or ((run["results"].get("config") or {}).get("eval") or {}).get(
+        "knowledge")
+    keys = ("rouge", "acc", "correct") if knowledge == "rouge" else ("acc", "correct", "rouge")
     sets = list(dict.fromkeys(it["set"] for it in items))
     head = "".join(f"<th>{escape(h)}</th>" for h in ("set", "#", "question", "answer", *models))
     body = []
@@ -472,7 +474,7 @@ def _items(run: dict[str, Any]) -> str:
             if r is None:
                 cells.append('<td data-v="-1" class="na">–</td>')
                 continue
-            score = _score_of(r)
+            score = _score_of(r, keys)
             cls = "" if score is None else ' class="ok"' if score >= 0.5 else ' class="no"'
             mark = "" if score is None else ("✓ " if score >= 0.5 else "✗ ") if score in (0.0, 1.0) else f"{score:.2f} "
             gen = str(r.get("generation", "")) if "generation" in r else "(no generation)"
@@ -481,7 +483,8 @@ def _items(run: dict[str, Any]) -> str:
     more = (f'<p class="na">The first {MAX_ITEMS} of {len(items)} items; per_item.jsonl has them all.</p>'
             if len(items) > MAX_ITEMS else "")
     options = "".join(f'<option value="{escape(s)}">{escape(s)}</option>' for s in sets)
-    return (f"<p>Every probe item with each model's greedy generation (✓/✗: correct; a number: ROUGE-L recall). "
+    return (f"<p>Every probe item with each model's greedy generation (✓/✗: correct; a number: ROUGE-L recall, "
+            "highlighted from 0.5). "
             "Click a column header to sort (by correctness for a model); type to filter.</p>"
             f'<p><input id="item-filter" type="search" placeholder="filter items" /> '
             f'<select id="item-set"><option value="">all sets</option>{options}</select> '

@@ -83,7 +83,8 @@ def make_run(path: Path, shift: float = 0.0, *, measures: bool = True, audit: bo
             for i, (q, a) in enumerate(QUESTIONS):
                 known = m == "target" or (m != "oracle" and i == 0)
                 rows.append({"model": m, "set": "forget" if i < 2 else "retain", "index": i % 2, "question": q,
-                             "answer": a, "generation": a if known else "I am not sure.", "acc": float(known)})
+                             "answer": a, "generation": a if known else "I am not sure.", "acc": float(known),
+                             "rouge": 0.8 if known else 0.1})
         write_per_item(path / "per_item.jsonl", rows)
     (path / "report.md").write_text("# obliviate run — world_test\n\nCommand: `obliviate demo --quick`\n")
     return path

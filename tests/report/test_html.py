@@ -60,7 +60,7 @@ def test_report_is_well_formed_self_contained_and_names_everything(run_dir):
     for anchor, n in (("tradeoff", 1), ("audit", 2), ("quantization", 1), ("losses", 1), ("truth-ratio", 1)):
         assert _section(html, anchor).count("<svg") == n, anchor
     audit = _section(html, "audit")
-    for name in [*ATTACKS, "ga", "npo", "hide_q4 (control)", "target (forget_acc)", "oracle (forget_acc)"]:
+    for name in [*ATTACKS, "ga", "npo", "hide_q4 (control)", "target (K)", "oracle (K)"]:
         assert f">{name}<" in audit, name  # SVG text stays text (svg.fonttype none)
     assert "could not be rendered" not in html and "Not shown" not in html
     assert "<h3>forget accuracy</h3>" in audit and "<h3>forget ROUGE-L recall</h3>" in audit  # measure labels
@@ -169,7 +169,19 @@ def test_other_audit_shapes_pick_their_own_scores(make_run_dir):
     html = write_html_report(run).read_text()
     audit = _section(html, "audit")
     assert "<h3>forget MA / EL10</h3>" in audit and "methods: recovered_ma" in audit
-    assert ">target (forget_ma)<" in audit and ">25%<" in audit and ">50%<" in audit
+    assert ">target (K)<" in audit and ">25%<" in audit and ">50%<" in audit
     assert "rtt on ga: n/a — unavailable: text only" in audit
     assert "<b>ga</b>: audited, no verdict recorded (see the heatmap)." in html
     assert "could not be rendered" not in html
+
+
+def test_items_use_rouge_when_the_audit_measures_knowledge_by_rouge(make_run_dir):
+    """TOFU-style runs: sentence answers are judged by ROUGE-L recall, as the audit's K."""
+    import json
+
+    run = make_run_dir("tofu_like", measures=False)
+    doc = json.loads((run / "audit.json").read_text())
+    (run / "audit.json").write_text(json.dumps({**doc, "knowledge": "rouge"}))
+    items = _section(write_html_report(run).read_text(), "items")
+    assert '<td data-v="0.8" class="ok">0.80 Ana Vel was born in Oskar.' in items
+    assert '<td data-v="0.1" class="no">0.10 I am not sure.</td>' in items and "✓" not in items.split("</p>", 1)[1]
