@@ -1,4 +1,4 @@
-"""The `obliviate` command: demo, unlearn, eval, list.
+"""The `obliviate` command: demo, unlearn, eval, audit, bench, report, list.
 
 Bad input (a missing file, a malformed line, an unknown method or key) is one line on
 stderr naming the file, line and field, and exit code 2 — never a stack trace.
@@ -168,7 +168,8 @@ def demo(
         cfg, out, lambda c, o, r: run_world(c, o, log=_log, command=_command_line(), resume=r), resume))
     print_table(results, out_console)
     _print_audit(results)
-    out_console.print(f"run directory: {out} (results.json, audit.json, report.md, per_item.jsonl, models/)")
+    out_console.print(f"run directory: {out} (results.json, audit.json, report.md, report.html, per_item.jsonl, "
+                      "models/)")
 
 
 def _print_audit(results: dict[str, Any]) -> None:
@@ -517,6 +518,26 @@ def eval_cmd(
         return evaluate_models(task, model, oracle, out, command=_command_line(), log=_log)
     results = job() if out is None else _run_in_dir(out, force, False, job)
     print_table(results, out_console)
+
+
+@app.command("report")
+def report_cmd(
+    run_dirs: Annotated[list[Path], typer.Argument(help="one run directory, or several to compare")],
+    out: Annotated[Path | None, typer.Option(help="directory for the comparison page (several runs)")] = None,
+) -> None:
+    """Write report.html: re-render a run directory's page, or compare runs side by side."""
+    from obliviate.report.html import write_comparison, write_html_report
+
+    try:
+        if len(run_dirs) == 1 and out is None:
+            path = write_html_report(run_dirs[0])
+        elif out is None:
+            _fail("comparing runs needs --out DIR (the comparison page is written there)")
+        else:
+            path = write_comparison(run_dirs, out)
+    except DataError as e:
+        _fail(str(e))
+    out_console.print(f"wrote {path}")
 
 
 class What(StrEnum):

@@ -21,6 +21,7 @@ from obliviate.evaluate import EvalConfig, EvalResult, evaluate, evaluate_with_r
 from obliviate.memory import peak_memory
 from obliviate.models.cache import cache_key, cache_root
 from obliviate.models.load import load_model, save_model
+from obliviate.report.html import write_html_report
 from obliviate.report.results import provenance, write_per_item, write_results
 from obliviate.report.tables import markdown_table
 from obliviate.unlearn import UnlearnConfig, unlearn
@@ -131,6 +132,7 @@ def write_report(out: Path, results: dict[str, Any], command: str) -> Path:
               "(0.5 = not at all).", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
+    write_html_report(out, results, command)
     return path
 
 

@@ -88,6 +88,10 @@ def test_audit_rows_for_every_model_and_attack(demo_run):
         assert results["audit"]["verdicts"][method]
     assert results["models"]["gd"]["audit"]["rtt"]["n_probed"] < len(results["models"]["gd"]["per_item"]["forget"]["acc"])
     assert "## Audit" in (out / "report.md").read_text()
+    html = (out / "report.html").read_text()  # written next to report.md, with the audit's heatmap
+    assert "could not be rendered" not in html and "Not shown: this run was not audited" not in html
+    for name in ("gd", "npo_kl", *attacks):
+        assert f">{name}<" in html, name
 
 
 def test_second_run_reuses_cache(demo_run, tmp_path):

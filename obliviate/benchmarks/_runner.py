@@ -25,6 +25,7 @@ from obliviate.data.task import DataError, ForgetTask
 from obliviate.models.cache import cache_key, cache_root
 from obliviate.models.load import load_model, save_model
 from obliviate.pipeline import unlearn_measured
+from obliviate.report.html import write_html_report
 from obliviate.report.results import provenance, write_per_item, write_results
 from obliviate.report.tables import markdown_table
 from obliviate.unlearn import UnlearnConfig
@@ -116,6 +117,7 @@ def _report(out: Path, results: dict[str, Any], command: str, notes: list[str]) 
     lines += ["", "## Reading the table", "", *notes, ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
+    write_html_report(out, results, command)
     return path
 
 

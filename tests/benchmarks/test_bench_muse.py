@@ -66,6 +66,8 @@ def test_the_run_directory(muse_run):
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["benchmark"] == "muse" and cfg["methods"] == ["ga"] and cfg["method_overrides"]["ga"]["lr"] == 1e-3
     assert (out / "provenance.json").is_file() and "VerbMem forget" in (out / "report.md").read_text()
+    html = (out / "report.html").read_text()  # the benchmark's own columns: VerbMem forget vs KnowMem retain
+    assert "could not be rendered" not in html and html.count("<svg") >= 1 and ">ga<" in html
     rows = [json.loads(line) for line in (out / "per_item.jsonl").read_text().splitlines()]
     assert {r["set"] for r in rows} >= {"verbmem", "knowmem_retain"} and {r["model"] for r in rows} == set(
         results["models"])
