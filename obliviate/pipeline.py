@@ -81,7 +81,7 @@ def unlearn_measured(model, tokenizer, task: ForgetTask, ucfg: UnlearnConfig, **
                   "seconds": round(ulog.seconds, 2), "tokens": ulog.tokens, "lr": ucfg.lr, "epochs": ucfg.epochs,
                   "max_steps": ucfg.max_steps, "batch_size": ucfg.batch_size, "params": ucfg.params,
                   "peak_memory_mb": round(peak.mb, 1), "peak_memory_device": peak.device,
-                  "final_loss": ulog.losses[-1] if ulog.losses else None}
+                  "final_loss": ulog.losses[-1] if ulog.losses else None, "losses": ulog.losses}
 
 
 def write_report(out: Path, results: dict[str, Any], command: str) -> Path:

@@ -144,6 +144,10 @@ def write_seed_report(out: Path, results: dict[str, Any]) -> Path:
         lines += [f"| {n} | {v} |" for n, v in results["verdict_agreement"].items()]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
+    from obliviate.report.html import write_comparison
+
+    # one page comparing the seeds' runs (each seed-N/ has its own report.html)
+    write_comparison([out / f"seed-{s}" for s in seeds], out)
     return path
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from obliviate.cli import app
 from obliviate.data.task import DataError
-from obliviate.seeds import agreement, aggregate, parse_seeds
+from obliviate.seeds import aggregate, agreement, parse_seeds
 
 
 def _run(acc_gd: float, verdict: str) -> dict:
@@ -68,3 +68,5 @@ def test_demo_with_two_seeds(tmp_path):
     assert s0["models"]["target"]["metrics"] == s1["models"]["target"]["metrics"]
     assert "seeds" in top["verdict_agreement"]["gd"]
     assert " ± " in res.output
+    page = (out / "report.html").read_text()
+    assert "seed-0" in page and "seed-1" in page  # the seeds compared on one page
