@@ -1,0 +1,148 @@
+"""Any Hugging Face causal LM, not only Llama: eight families built from tiny configs in code.
+
+Per family: the weight matrices and the module map (`obliviate.models.modules`) are found with
+their layout; every registered method takes two steps and changes weights (or refuses before any
+step with one line); every weight attack (quantization, noise) changes the logits and reports how
+many matrices it touched.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as T
+
+from obliviate.attacks import AttackContext, AttackUnavailable, available
+from obliviate.methods import available as methods
+from obliviate.methods import get_method
+from obliviate.models.modules import (
+    attn_out,
+    decoder_layers,
+    in_features,
+    matrix,
+    mlp_out,
+    out_features,
+    weight_matrices,
+)
+from obliviate.unlearn import UnlearnConfig, unlearn
+
+HIDDEN, INTER, VOCAB = 64, 128, 400  # multiples of 64: bitsandbytes' 4-bit CPU kernel needs them
+
+
+def _config(family: str, tok) -> T.PretrainedConfig:
+    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    llama_like = dict(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256, **ids)
+    return {
+        "llama": lambda: T.LlamaConfig(**llama_like),
+        "gpt2": lambda: T.GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_inner=INTER, n_layer=2, n_head=2,
+                                     n_positions=256, **ids),
+        "gpt_neox": lambda: T.GPTNeoXConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER,
+                                            num_hidden_layers=2, num_attention_heads=2,
+                                            max_position_embeddings=256, **ids),
+        "qwen2": lambda: T.Qwen2Config(**llama_like),
+        "phi3": lambda: T.Phi3Config(**llama_like),
+        "opt": lambda: T.OPTConfig(vocab_size=VOCAB, hidden_size=HIDDEN, ffn_dim=INTER, num_hidden_layers=2,
+                                   num_attention_heads=2, max_position_embeddings=256, word_embed_proj_dim=HIDDEN,
+                                   **ids),
+        "gemma2": lambda: T.Gemma2Config(**llama_like, head_dim=HIDDEN // 2),
+        "mistral": lambda: T.MistralConfig(**llama_like),
+    }[family]()
+
+
+# weight matrices per decoder layer (the LM head excluded), and how they are stored
+FAMILIES = {"llama": 7, "gpt2": 4, "gpt_neox": 4, "qwen2": 7, "phi3": 4, "opt": 6, "gemma2": 7, "mistral": 7}
+
+
+@pytest.fixture(params=list(FAMILIES))
+def family_model(request, tiny_tokenizer):
+    torch.manual_seed(0)
+    model = T.AutoModelForCausalLM.from_config(_config(request.param, tiny_tokenizer))
+    return request.param, model.eval()
+
+
+def _logits(model, tok) -> torch.Tensor:
+    batch = tok(["Question: Where was Ann born?\nAnswer: Oslo"], return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def test_weight_matrices_and_their_layout(family_model):
+    family, model = family_model
+    found = dict(weight_matrices(model))
+    assert len(found) == 2 * FAMILIES[family]
+    assert model.get_output_embeddings() not in found.values()
+    assert len(dict(weight_matrices(model, include_lm_head=True))) == len(found) + 1
+    x = torch.randn(3, HIDDEN)
+    for name, module in found.items():
+        if in_features(module) != HIDDEN:
+            continue
+        expected = x @ matrix(module).T + (module.bias if module.bias is not None else 0)
+        torch.testing.assert_close(module(x), expected, msg=name)  # matrix() is (out, in) for Conv1D too
+
+
+def test_module_map(family_model):
+    family, model = family_model
+    layers = decoder_layers(model)
+    assert len(layers) == 2
+    for layer in layers:
+        mlp, attn = mlp_out(layer, model.config), attn_out(layer, model.config)
+        assert (in_features(mlp), out_features(mlp)) == (INTER, HIDDEN), family
+        assert out_features(attn) == HIDDEN and attn is not mlp
+
+
+def test_unknown_architecture_names_the_attribute_to_set(family_model):
+    _, model = family_model
+    with pytest.raises(ValueError, match="model.config.obliviate_mlp_out"):
+        mlp_out(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    model.config.obliviate_attn_out = "nowhere.proj"
+    with pytest.raises(ValueError, match="obliviate_attn_out"):
+        attn_out(decoder_layers(model)[0], model.config)
+
+
+def _refuses_up_front(name: str, task) -> str | None:
+    """Methods that cannot run on this data say so before any step (one line)."""
+    if name == "surgery" and not any(it.perturbed_answers for it in task.forget):
+        return "perturbed"
+    return None
+
+
+@pytest.fixture
+def _no_full_gc(monkeypatch):
+    """accelerate's `free_memory` (the end of every `unlearn`) runs a full `gc.collect()`, ~0.7 s in
+    a long pytest session; 144 runs here would spend minutes on it. Reference counting still frees
+    the models; only the collection of cycles is deferred."""
+    import types
+
+    import accelerate.utils.memory as memory
+
+    monkeypatch.setattr(memory, "gc", types.SimpleNamespace(collect=lambda *a: 0))
+
+
+@pytest.mark.parametrize("name", sorted(methods()))
+def test_every_method_takes_two_steps_on_every_family(name, family_model, small_world, tiny_tokenizer, _no_full_gc):
+    family, model = family_model
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    log = unlearn(model, tiny_tokenizer, small_world, UnlearnConfig(method=name, lr=1e-3, max_steps=2, batch_size=4))
+    steps = 2 if get_method(name).trains else 0
+    assert (log.status, log.steps) == ("done", steps), f"{family}/{name}: {log.message}"
+    changed = [k for k, v in model.state_dict().items() if k not in before or not torch.equal(v, before[k])]
+    assert changed, f"{family}/{name}: no weight changed"
+
+
+WEIGHT_ATTACKS = sorted(n for n, a in available().items() if a.family in ("quantization", "noise"))
+
+
+@pytest.mark.parametrize("attack", WEIGHT_ATTACKS)
+def test_every_weight_attack_changes_the_logits_of_every_family(attack, family_model, small_world, tiny_tokenizer):
+    family, model = family_model
+    ctx = AttackContext(tokenizer=tiny_tokenizer, task=small_world, params={"n_calibration": 8}
+                        if attack in ("gptq4", "awq4") else {})
+    try:
+        attacked = available()[attack].run(model, ctx)
+    except AttackUnavailable as e:  # e.g. no bitsandbytes build here: documented, one line
+        assert "\n" not in str(e)
+        pytest.skip(str(e))
+    assert attacked.info["n_layers"] == 2 * FAMILIES[family]
+    moved = (_logits(attacked.model, tiny_tokenizer) - _logits(model, tiny_tokenizer)).abs().max()
+    assert moved > 1e-6, f"{family}/{attack}: the logits did not change"
