@@ -33,7 +33,7 @@ import numpy as np
 from obliviate import metrics as M
 from obliviate.attacks import AttackContext, Attacked, AttackUnavailable, default_attacks, get_attack
 from obliviate.data.collate import encode_prompt
-from obliviate.data.task import ForgetTask, QAItem
+from obliviate.data.task import DataError, ForgetTask, QAItem
 from obliviate.evaluate import EvalConfig, generate
 from obliviate.progress import progress
 
@@ -104,10 +104,21 @@ def _k(correct: np.ndarray, index: list[int]) -> float:
     return float(correct[index].mean()) if index else float("nan")
 
 
+ERROR = "error: "  # how run_attacks records an attack that raised (audit.json keeps it under "unavailable")
+
+
+def _one_line(e: BaseException) -> str:
+    first = next((line for line in str(e).splitlines() if line.strip()), "")
+    return f"{type(e).__name__}: {first.strip()}" if first else type(e).__name__
+
+
 def run_attacks(model, tokenizer, task: ForgetTask, attacks: list[str], cfg: EvalConfig, seed: int = 0,
                 model_dir: Path | None = None, params: dict[str, dict] | None = None,
                 desc: str = "auditing") -> dict[str, Probe | str]:
-    """Each attack on one model: a `Probe`, or the reason it could not run."""
+    """Each attack on one model: a `Probe`, or the reason it has none: "unavailable: ..." (the
+    attack cannot run here) or "error: <type>: <first line>" (it raised; the audit goes on with
+    the other attacks, and `--strict` turns any error into a non-zero exit at the end). A bad
+    option (`DataError`) and Ctrl-C still stop the audit: they are the user's to fix."""
     out: dict[str, Probe | str] = {}
     with progress() as bar:
         t = bar.add_task(desc, total=len(attacks))
@@ -118,17 +129,27 @@ def run_attacks(model, tokenizer, task: ForgetTask, attacks: list[str], cfg: Eva
             t0 = time.perf_counter()
             try:
                 attacked = attack.run(model, ctx)
+                result = probe(model, tokenizer, task, attacked, cfg)
             except AttackUnavailable as e:
                 out[name] = f"unavailable: {e}"
-                bar.advance(t)
-                continue
-            result = probe(model, tokenizer, task, attacked, cfg)
-            result.seconds = time.perf_counter() - t0
-            out[name] = result
-            if attacked.model is not model:
-                del attacked
+            except DataError:
+                raise
+            except Exception as e:  # noqa: BLE001 - one failing attack must not lose the others' results
+                out[name] = ERROR + _one_line(e)
+            else:
+                result.seconds = time.perf_counter() - t0
+                out[name] = result
+                if attacked.model is not model:
+                    del attacked
             bar.advance(t)
     return out
+
+
+def attack_errors(models: dict[str, dict[str, Any]]) -> list[str]:
+    """"model/attack: error: ..." for every attack that raised, from the per-model audit rows
+    ({model: {attack: row}}, as in audit.json's "models")."""
+    return [f"{name}/{attack}: {row['unavailable']}" for name, rows in models.items() for attack, row in rows.items()
+            if str(row.get("unavailable", "")).startswith(ERROR)]
 
 
 def score_audit(task: ForgetTask, base: dict[str, Probe], attacked: dict[str, dict[str, Probe | str]],

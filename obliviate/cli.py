@@ -47,6 +47,22 @@ def _parse_params(params: list[str] | None) -> dict[str, Any]:
     return out
 
 
+StrictOpt = Annotated[bool, typer.Option(help="exit with status 1 at the end if any attack raised (the audit "
+                                                "records it as `error: ...` and goes on)")]
+
+
+def _fail_if_attacks_failed(results: dict[str, Any], strict: bool) -> None:
+    """With --strict, an attack that raised (recorded as `error: ...`) fails the command, after the
+    results and tables were written: nothing already measured is lost."""
+    if not strict:
+        return
+    from obliviate.audit import attack_errors
+
+    errors = attack_errors({n: e["audit"] for n, e in results.get("models", {}).items() if "audit" in e})
+    if errors:
+        _fail(f"--strict: {len(errors)} attack(s) failed: " + "; ".join(errors), code=1)
+
+
 def _split(methods: str | None) -> list[str] | None:
     return [m.strip() for m in methods.split(",") if m.strip()] if methods else None
 
@@ -70,6 +86,7 @@ def demo(
     attacks: Annotated[str | None, typer.Option(help="comma-separated attacks (default: all; see `obliviate list attacks`)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="retrain the target and oracle")] = False,
     force: Annotated[bool, typer.Option(help="overwrite an existing run directory")] = False,
+    strict: StrictOpt = False,
 ) -> None:
     """The whole job offline on a CPU: world, target + oracle, unlearning, metrics, report."""
     from obliviate.config import load_run_config
@@ -97,6 +114,7 @@ def demo(
     print_table(results, out_console)
     _print_audit(results)
     out_console.print(f"run directory: {out} (results.json, audit.json, report.md, per_item.jsonl, models/)")
+    _fail_if_attacks_failed(results, strict)
 
 
 def _print_audit(results: dict[str, Any]) -> None:
@@ -121,6 +139,7 @@ def audit_cmd(
     attacks: Annotated[str | None, typer.Option(help="comma-separated attacks (default: all)")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     force: Annotated[bool, typer.Option()] = False,
+    strict: StrictOpt = False,
 ) -> None:
     """Attack unlearned models (and the target/oracle controls): does the knowledge come back?"""
     from obliviate.config import AuditConfig
@@ -140,6 +159,7 @@ def audit_cmd(
     except (DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
     _print_audit(results)
+    _fail_if_attacks_failed(results, strict)
 
 
 @app.command("unlearn")
@@ -221,7 +241,7 @@ def _bench_config(config: Path | None, seed: int, methods: str | None, default_m
 
 def _bench(out: Path, force: bool, config: Path | None, seed: int, methods: str | None, default_methods: list[str],
            job, attacks: str | None = None, audit: bool = False, no_cache: bool = False,
-           model: str | None = None, oracle: str | None = None) -> None:
+           model: str | None = None, oracle: str | None = None, strict: bool = False) -> None:
     """The shared body of every `bench` command: check the options, resolve the run config, run
     `job(cfg, log, command)` in a fresh run directory, print the tables."""
     if oracle and not model:
@@ -230,10 +250,10 @@ def _bench(out: Path, force: bool, config: Path | None, seed: int, methods: str 
         cfg = _bench_config(config, seed, methods, default_methods, attacks, audit, no_cache)
     except DataError as e:
         _fail(str(e))
-    _run_bench(out, force, lambda log, command: job(cfg, log, command))
+    _run_bench(out, force, lambda log, command: job(cfg, log, command), strict)
 
 
-def _run_bench(out: Path, force: bool, job) -> None:
+def _run_bench(out: Path, force: bool, job, strict: bool = False) -> None:
     """Prepare the run directory, run `job(log, command)`, print the tables; errors are one line."""
     from obliviate.pipeline import prepare_run_dir
     from obliviate.report.tables import print_table
@@ -249,6 +269,7 @@ def _run_bench(out: Path, force: bool, job) -> None:
     print_table(results, out_console)
     _print_audit(results)
     out_console.print(f"run directory: {out}")
+    _fail_if_attacks_failed(results, strict)
 
 
 @prepare_app.command("tofu")
@@ -291,13 +312,14 @@ def bench_tofu_cmd(
     seed: SeedOpt = 0,
     no_cache: NoCacheOpt = False,
     force: ForceOpt = False,
+    strict: StrictOpt = False,
 ) -> None:
     """TOFU end to end: tiny target + oracle from the real data (or --model/--oracle), methods, suite, audit."""
     from obliviate.benchmarks import tofu
 
     _bench(out, force, config, seed, methods, tofu.DEFAULT_METHODS,
            lambda cfg, log, command: tofu.run(out, cfg, split, authors, data, model, oracle, log, command),
-           attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle)
+           attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle, strict=strict)
 
 
 @bench_app.command("muse")
