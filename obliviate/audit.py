@@ -34,7 +34,7 @@ from obliviate import metrics as M
 from obliviate.attacks import AttackContext, Attacked, AttackUnavailable, default_attacks, get_attack
 from obliviate.data.collate import encode_prompt
 from obliviate.data.task import DataError, ForgetTask, QAItem
-from obliviate.evaluate import EvalConfig, generate
+from obliviate.evaluate import EvalConfig, answer_budget, fit_to_context, generate
 from obliviate.progress import progress
 
 EPS = 1e-9
@@ -75,10 +75,15 @@ class Probe:
     seconds: float = 0.0
 
 
-def _correct(model, tokenizer, items: list[QAItem], prompts: list[list[int]] | None, cfg: EvalConfig) -> np.ndarray:
-    prompts = prompts or [encode_prompt(tokenizer, it.question) for it in items]
-    max_new = [min(cfg.max_new_tokens, int(cfg.answer_len_factor * len(tokenizer(" " + it.answer)["input_ids"])) + 8)
-               for it in items]
+def _correct(model, tokenizer, items: list[QAItem], prompts: list[list[int]] | None, cfg: EvalConfig,
+             info: dict[str, Any] | None = None) -> np.ndarray:
+    """Per-item knowledge K of the greedy answers; prompts cut to fit the context are counted in
+    `info["prompts_truncated"]`."""
+    max_new = answer_budget(tokenizer, items, cfg)
+    prompts, cut = fit_to_context(model, tokenizer, prompts or [encode_prompt(tokenizer, it.question, cfg.prompt)
+                                                                for it in items], max_new)
+    if info is not None and cut:
+        info["prompts_truncated"] = info.get("prompts_truncated", 0) + cut
     gens = generate(model, tokenizer, prompts, max_new, cfg.batch_size)
     if cfg.knowledge == "rouge":
         return M.rouge_l_recall(gens, [it.answer for it in items])
@@ -94,10 +99,10 @@ def probe(model, tokenizer, task: ForgetTask, attacked: Attacked | None, cfg: Ev
     if missing:
         raise ValueError(f"attack probed items that are not in forget_eval: {missing[:2]}")
     retain_items = attacked.retain_items or task.retain_eval
-    forget_correct = _correct(attacked.model, tokenizer, forget_items, attacked.forget_prompts, cfg)
-    retain_correct = _correct(attacked.model, tokenizer, retain_items, attacked.retain_prompts, cfg)
-    return Probe([position[it] for it in forget_items], forget_correct, float(retain_correct.mean()),
-                 dict(attacked.info))
+    info = dict(attacked.info)
+    forget_correct = _correct(attacked.model, tokenizer, forget_items, attacked.forget_prompts, cfg, info)
+    retain_correct = _correct(attacked.model, tokenizer, retain_items, attacked.retain_prompts, cfg, info)
+    return Probe([position[it] for it in forget_items], forget_correct, float(retain_correct.mean()), info)
 
 
 def _k(correct: np.ndarray, index: list[int]) -> float:
@@ -125,7 +130,7 @@ def run_attacks(model, tokenizer, task: ForgetTask, attacks: list[str], cfg: Eva
         for name in attacks:
             attack = get_attack(name)
             ctx = AttackContext(tokenizer=tokenizer, task=task, seed=seed, model_dir=model_dir,
-                                params=dict((params or {}).get(name, {})))
+                                params=dict((params or {}).get(name, {})), prompt=cfg.prompt)
             t0 = time.perf_counter()
             try:
                 attacked = attack.run(model, ctx)

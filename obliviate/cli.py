@@ -63,6 +63,43 @@ def _fail_if_attacks_failed(results: dict[str, Any], strict: bool) -> None:
         _fail(f"--strict: {len(errors)} attack(s) failed: " + "; ".join(errors), code=1)
 
 
+PromptTemplateOpt = Annotated[str | None, typer.Option(
+    help="prompt format: a preset (obliviate, open-unlearning, tofu-llama2, tofu-phi, chat) or a template with "
+         "{question}, e.g. 'Question: {question}\\nAnswer: ' (\\n is a newline)")]
+AnswerPrefixOpt = Annotated[str | None, typer.Option(help="text before the answer, tokenized with it (obliviate's "
+                                                          "format: ' '; open-unlearning's: '')")]
+ChatOpt = Annotated[bool, typer.Option("--chat", help="prompt through the tokenizer's chat template")]
+
+
+def _prompt_fields(template: str | None, answer_prefix: str | None, chat: bool) -> dict[str, Any]:
+    """The CLI's prompt options as fields of `PromptFormat` (a preset name or a template)."""
+    from obliviate.data.collate import PROMPT_PRESETS
+
+    fields: dict[str, Any] = {}
+    if template is not None:
+        if template in PROMPT_PRESETS:
+            fields["preset"] = template
+        else:
+            fields["template"] = template.replace("\\n", "\n").replace("\\t", "\t")
+    if chat:
+        fields.update(chat=True, answer_prefix="")  # a chat template ends the prompt: no space before the answer
+    if answer_prefix is not None:
+        fields["answer_prefix"] = answer_prefix.replace("\\n", "\n")
+    return fields
+
+
+def _prompt_format(template: str | None, answer_prefix: str | None, chat: bool):
+    """`PromptFormat` from the CLI options; a bad template is a one-line DataError."""
+    from pydantic import ValidationError
+
+    from obliviate.data.collate import PromptFormat
+
+    try:
+        return PromptFormat(**_prompt_fields(template, answer_prefix, chat))
+    except ValidationError as e:
+        raise DataError(f"--prompt-template: {e.errors()[0]['msg']}") from e
+
+
 def _split(methods: str | None) -> list[str] | None:
     return [m.strip() for m in methods.split(",") if m.strip()] if methods else None
 
@@ -87,6 +124,9 @@ def demo(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="retrain the target and oracle")] = False,
     force: Annotated[bool, typer.Option(help="overwrite an existing run directory")] = False,
     strict: StrictOpt = False,
+    prompt_template: PromptTemplateOpt = None,
+    answer_prefix: AnswerPrefixOpt = None,
+    chat: ChatOpt = False,
 ) -> None:
     """The whole job offline on a CPU: world, target + oracle, unlearning, metrics, report."""
     from obliviate.config import load_run_config
@@ -101,6 +141,7 @@ def demo(
         overrides["cache"] = False
     overrides["audit.enabled"] = audit
     overrides["audit.attacks"] = _split(attacks)
+    overrides |= {f"prompt.{k}": v for k, v in _prompt_fields(prompt_template, answer_prefix, chat).items()}
     try:
         cfg = load_run_config(config, overrides)
         prepare_run_dir(out, force)
@@ -140,6 +181,9 @@ def audit_cmd(
     seed: Annotated[int, typer.Option()] = 0,
     force: Annotated[bool, typer.Option()] = False,
     strict: StrictOpt = False,
+    prompt_template: PromptTemplateOpt = None,
+    answer_prefix: AnswerPrefixOpt = None,
+    chat: ChatOpt = False,
 ) -> None:
     """Attack unlearned models (and the target/oracle controls): does the knowledge come back?"""
     from obliviate.config import AuditConfig
@@ -149,13 +193,18 @@ def audit_cmd(
         _setup_threads()
         audit_cfg = AuditConfig(attacks=_split(attacks))
         log = lambda m: console.print(f"[dim]{m}[/]", highlight=False)  # noqa: E731
+        prompt_fields = _prompt_fields(prompt_template, answer_prefix, chat)
         if run_dir is not None:
+            if prompt_fields:
+                _fail("a run directory is audited in the prompt format of its config.yaml; "
+                      "--prompt-template, --answer-prefix and --chat go with --model")
             results = audit_run_dir(run_dir, audit_cfg, log=log)
         else:
             if not (model and target and forget and retain and out):
                 _fail("give a RUN_DIR, or --model, --target, --forget, --retain and --out")
             results = audit_external(model, target, oracle, forget, retain, holdout, out, audit_cfg, seed,
-                                     force, log=log, command=_command_line())
+                                     force, log=log, command=_command_line(),
+                                     prompt=_prompt_format(prompt_template, answer_prefix, chat))
     except (DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
     _print_audit(results)
@@ -180,6 +229,9 @@ def unlearn_cmd(
     param: Annotated[list[str] | None, typer.Option(help="method hyper-parameter KEY=VALUE (repeatable)")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     force: Annotated[bool, typer.Option(help="overwrite an existing run directory")] = False,
+    prompt_template: PromptTemplateOpt = None,
+    answer_prefix: AnswerPrefixOpt = None,
+    chat: ChatOpt = False,
 ) -> None:
     """Unlearn a forget set from any causal LM, evaluate before/after, save the model."""
     from obliviate.data.jsonl import load_user_task
@@ -191,16 +243,17 @@ def unlearn_cmd(
     try:
         make_params(get_method(method), _parse_params(param))
         task = load_user_task(forget, retain, holdout)
+        fmt = _prompt_format(prompt_template, answer_prefix, chat)
         ucfg = UnlearnConfig(method=method, params=_parse_params(param), lr=lr, epochs=epochs,
                              max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
-                             mixed_precision=mixed_precision, seed=seed)
+                             mixed_precision=mixed_precision, seed=seed, prompt=fmt)
         from obliviate.pipeline import prepare_run_dir
 
         prepare_run_dir(out, force)
         _setup_threads()
         sources = {"forget": str(forget.resolve()), "retain": str(retain.resolve()),
                    "holdout": str(holdout.resolve()) if holdout else None}
-        results = run_user(model, task, ucfg, EvalConfig(), out, oracle, log=lambda m: console.print(f"[dim]{m}[/]"),
+        results = run_user(model, task, ucfg, EvalConfig(prompt=fmt), out, oracle, log=lambda m: console.print(f"[dim]{m}[/]"),
                            command=_command_line(), sources=sources)
     except (DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
@@ -229,10 +282,11 @@ ForceOpt = Annotated[bool, typer.Option(help="overwrite an existing run director
 
 
 def _bench_config(config: Path | None, seed: int, methods: str | None, default_methods: list[str],
-                  attacks: str | None, audit: bool, no_cache: bool):
+                  attacks: str | None, audit: bool, no_cache: bool, prompt: dict[str, Any] | None = None):
     from obliviate.config import load_run_config
 
     overrides: dict[str, Any] = {"seed": seed, "audit.enabled": audit, "audit.attacks": _split(attacks)}
+    overrides |= {f"prompt.{k}": v for k, v in (prompt or {}).items()}
     overrides["methods"] = _split(methods) or (None if config else default_methods)
     if no_cache:
         overrides["cache"] = False
@@ -241,13 +295,14 @@ def _bench_config(config: Path | None, seed: int, methods: str | None, default_m
 
 def _bench(out: Path, force: bool, config: Path | None, seed: int, methods: str | None, default_methods: list[str],
            job, attacks: str | None = None, audit: bool = False, no_cache: bool = False,
-           model: str | None = None, oracle: str | None = None, strict: bool = False) -> None:
+           model: str | None = None, oracle: str | None = None, strict: bool = False,
+           prompt: dict[str, Any] | None = None) -> None:
     """The shared body of every `bench` command: check the options, resolve the run config, run
     `job(cfg, log, command)` in a fresh run directory, print the tables."""
     if oracle and not model:
         _fail("--oracle needs --model (the tiny target has its own oracle)")
     try:
-        cfg = _bench_config(config, seed, methods, default_methods, attacks, audit, no_cache)
+        cfg = _bench_config(config, seed, methods, default_methods, attacks, audit, no_cache, prompt)
     except DataError as e:
         _fail(str(e))
     _run_bench(out, force, lambda log, command: job(cfg, log, command), strict)
@@ -313,13 +368,17 @@ def bench_tofu_cmd(
     no_cache: NoCacheOpt = False,
     force: ForceOpt = False,
     strict: StrictOpt = False,
+    prompt_template: PromptTemplateOpt = None,
+    answer_prefix: AnswerPrefixOpt = None,
+    chat: ChatOpt = False,
 ) -> None:
     """TOFU end to end: tiny target + oracle from the real data (or --model/--oracle), methods, suite, audit."""
     from obliviate.benchmarks import tofu
 
     _bench(out, force, config, seed, methods, tofu.DEFAULT_METHODS,
            lambda cfg, log, command: tofu.run(out, cfg, split, authors, data, model, oracle, log, command),
-           attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle, strict=strict)
+           attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle, strict=strict,
+           prompt=_prompt_fields(prompt_template, answer_prefix, chat))
 
 
 @bench_app.command("muse")
@@ -449,6 +508,9 @@ def eval_cmd(
     authors: Annotated[int | None, typer.Option(help="reduced TOFU: this many retain authors")] = None,
     out: Annotated[Path | None, typer.Option(help="write results.json/report.md here")] = None,
     force: Annotated[bool, typer.Option()] = False,
+    prompt_template: PromptTemplateOpt = None,
+    answer_prefix: AnswerPrefixOpt = None,
+    chat: ChatOpt = False,
 ) -> None:
     """Print a run's results, or evaluate a model on a benchmark (TOFU)."""
     from obliviate.report import load_results, print_table
@@ -460,11 +522,13 @@ def eval_cmd(
         if benchmark is None or model is None or data is None:
             _fail("give a RUN_DIR, or --benchmark, --data and --model")
         from obliviate.data.tofu import load_tofu
+        from obliviate.evaluate import EvalConfig
         from obliviate.pipeline import evaluate_models
 
         task = load_tofu(data, split, authors)
+        cfg = EvalConfig(prompt=_prompt_format(prompt_template, answer_prefix, chat))
         _setup_threads()
-        results = evaluate_models(task, model, oracle, out, force, command=_command_line(),
+        results = evaluate_models(task, model, oracle, out, force, cfg, command=_command_line(),
                                   log=lambda m: console.print(f"[dim]{m}[/]"))
     except (DataError, KeyError) as e:
         _fail(str(e).strip("'\""))

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from obliviate.data.collate import DEFAULT_PROMPT, PromptFormat
 from obliviate.data.task import DataError
 from obliviate.data.world import WorldConfig
 from obliviate.evaluate import EvalConfig
@@ -76,8 +77,20 @@ class RunConfig(BaseModel):
         description="per-method UnlearnConfig fields (lr, epochs, params, ...), on top of WORLD_METHOD_DEFAULTS")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    prompt: PromptFormat = Field(DEFAULT_PROMPT, description="prompt format of every method, metric and attack")
     cache: bool = True
     save_models: bool = True
+
+    @model_validator(mode="after")
+    def _one_prompt_format(self) -> RunConfig:
+        """`prompt` is set once and copied into `unlearn` and `eval`, so that unlearning, evaluation
+        and the audit cannot disagree; a different `unlearn.prompt` / `eval.prompt` is an error."""
+        for section in ("unlearn", "eval"):
+            own = getattr(self, section)
+            if "prompt" in own.model_fields_set and own.prompt != self.prompt:
+                raise ValueError(f"{section}.prompt differs from prompt: set the prompt format once, under `prompt:`")
+            setattr(self, section, own.model_copy(update={"prompt": self.prompt}))
+        return self
 
     def unlearn_config(self, method: str, tiny: bool = True) -> UnlearnConfig:
         """The shared unlearning settings with this method's overrides on top (and, for the tiny

@@ -175,12 +175,13 @@ class HessianAccumulator:
 # ---------------------------------------------------------------------------------------------
 
 def calibration_batches(ctx: AttackContext, n: int, max_length: int, batch_size: int) -> tuple[list[dict], int]:
-    """Padded batches of `n` retain items (prompt + answer) sampled with the seed, and their count."""
+    """Padded batches of `n` retain items (prompt + answer, in the run's prompt format) sampled
+    with the seed, and their count."""
     retain = list(ctx.task.retain)
     if not retain:
         raise ValueError(f"task {ctx.task.name!r}: no retain items to calibrate on")
     items = random.Random(ctx.seed).sample(retain, min(n, len(retain)))
-    encoded = encode_items(ctx.tokenizer, items, max_length)
+    encoded = encode_items(ctx.tokenizer, items, max_length, ctx.prompt)
     pad = pad_id_of(ctx.tokenizer)
     return [collate([encoded[i] for i in idx], pad) for idx in batches(len(encoded), batch_size)], len(items)
 

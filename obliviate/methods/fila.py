@@ -70,7 +70,7 @@ def _batches(items, ctx):
     if tokenizer is None:
         raise RuntimeError("fila: the Fisher pass needs the tokenizer in ctx.tokenizer "
                            "(obliviate.unlearn.unlearn sets it)")
-    encoded = encode_items(tokenizer, items, cfg.max_length)
+    encoded = encode_items(tokenizer, items, cfg.max_length, cfg.prompt)
     pad = pad_id_of(tokenizer)
     for start in range(0, len(encoded), cfg.batch_size):
         yield collate(encoded[start:start + cfg.batch_size], pad)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from obliviate.data.collate import collate, encode_items, pad_id_of
+from obliviate.data.collate import DEFAULT_PROMPT, PromptFormat, collate, encode_items, pad_id_of
 from obliviate.methods import register
 from obliviate.methods._losses import MODEL_KEYS
 from obliviate.models.modules import attn_out, decoder_layers, in_features, matrix, mlp_out, real_token_rows
@@ -111,8 +111,9 @@ def selective_prune(model, forget: list[dict], retain: list[dict], params: Prune
     return pruned
 
 
-def batches_of(tokenizer, items, batch_size: int, max_length: int, device) -> list[dict]:
-    enc, pad = encode_items(tokenizer, items, max_length), pad_id_of(tokenizer)
+def batches_of(tokenizer, items, batch_size: int, max_length: int, device,
+               fmt: PromptFormat = DEFAULT_PROMPT) -> list[dict]:
+    enc, pad = encode_items(tokenizer, items, max_length, fmt), pad_id_of(tokenizer)
     return [{k: v.to(device) for k, v in collate(enc[i:i + batch_size], pad).items()}
             for i in range(0, len(enc), batch_size)]
 
@@ -122,8 +123,9 @@ def setup(model, task, ctx) -> None:
     if tokenizer is None:
         raise RuntimeError("prune: the unlearning context carries no tokenizer (UnlearnContext.tokenizer)")
     cfg, device = ctx.config, next(model.parameters()).device
-    forget = batches_of(tokenizer, task.forget, cfg.batch_size, cfg.max_length, device)
-    retain = batches_of(tokenizer, task.retain, cfg.retain_batch_size or cfg.batch_size, cfg.max_length, device)
+    forget = batches_of(tokenizer, task.forget, cfg.batch_size, cfg.max_length, device, cfg.prompt)
+    retain = batches_of(tokenizer, task.retain, cfg.retain_batch_size or cfg.batch_size, cfg.max_length, device,
+                        cfg.prompt)
     ctx.state["prune_pruned"] = selective_prune(model, forget, retain, ctx.params)
 
 

@@ -78,7 +78,7 @@ def _forget_batches(task, ctx):
     if tokenizer is None:
         raise RuntimeError("sure: the saliency pass needs the tokenizer in ctx.tokenizer "
                            "(obliviate.unlearn.unlearn sets it)")
-    encoded = encode_items(tokenizer, task.forget, cfg.max_length)
+    encoded = encode_items(tokenizer, task.forget, cfg.max_length, cfg.prompt)
     pad = pad_id_of(tokenizer)
     for start in range(0, len(encoded), cfg.batch_size):
         idx = list(range(start, min(len(encoded), start + cfg.batch_size)))
