@@ -79,9 +79,8 @@ def _correct(model, tokenizer, items: list[QAItem], prompts: list[list[int]] | N
              info: dict[str, Any] | None = None) -> np.ndarray:
     """Per-item knowledge K of the greedy answers; prompts cut to fit the context are counted in
     `info["prompts_truncated"]`."""
-    max_new = answer_budget(tokenizer, items, cfg)
-    prompts, cut = fit_to_context(model, tokenizer, prompts or [encode_prompt(tokenizer, it.question, cfg.prompt)
-                                                                for it in items], max_new)
+    prompts, max_new, cut = fit_to_context(model, tokenizer, prompts or [
+        encode_prompt(tokenizer, it.question, cfg.prompt) for it in items], answer_budget(tokenizer, items, cfg))
     if info is not None and cut:
         info["prompts_truncated"] = info.get("prompts_truncated", 0) + cut
     gens = generate(model, tokenizer, prompts, max_new, cfg.batch_size)

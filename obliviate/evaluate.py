@@ -94,16 +94,21 @@ def score_sequences(model, encoded: list[Encoded], pad_id: int, batch_size: int 
     return out
 
 
-def fit_to_context(model, tokenizer, prompts: list[list[int]], max_new: list[int]) -> tuple[list[list[int]], int]:
-    """The prompts cut from the left (BOS kept) so that prompt + `max_new` tokens fit the model's
-    context (in-context examples or a long question would otherwise overflow the position
-    embeddings: GPT-2 fails with "index out of range"), and how many were cut."""
+def fit_to_context(model, tokenizer, prompts: list[list[int]],
+                   max_new: list[int]) -> tuple[list[list[int]], list[int], int]:
+    """(prompts, max_new, n_cut): the prompts cut from the left (BOS kept) so that prompt + the
+    generation budget fit the model's context (in-context examples or a long question would
+    otherwise overflow the position embeddings: GPT-2 fails with "index out of range"), and how
+    many were cut. One budget for all, the largest `max_new` (a batch generates as many tokens as
+    its longest budget), capped at half the context so the prompt keeps the other half."""
     context = context_length(model)
-    if context is None:
-        return prompts, 0
+    if context is None or not prompts:
+        return prompts, max_new, 0
+    budget = min(max(max_new), context // 2)
     bos = list(tokenizer("", add_special_tokens=True)["input_ids"])
-    fitted = [fit_prompt(p, max(1, context - n), bos) for p, n in zip(prompts, max_new, strict=True)]
-    return fitted, sum(len(f) < len(p) for f, p in zip(fitted, prompts, strict=True))
+    fitted = [fit_prompt(p, context - budget, bos) for p in prompts]
+    n_cut = sum(len(f) < len(p) for f, p in zip(fitted, prompts, strict=True))
+    return fitted, [min(n, budget) for n in max_new], n_cut
 
 
 @torch.no_grad()
@@ -113,7 +118,7 @@ def generate_ids(model, tokenizer, prompts: list[list[int]], max_new: list[int],
     of `order_key(i)`, default the prompt length), each cut at its own `max_new` and at EOS
     (excluded); prompts too long for the context are cut from the left (`fit_to_context`; callers
     that report the count call it first). The one generation loop every metric and attack uses."""
-    prompts = fit_to_context(model, tokenizer, prompts, max_new)[0]
+    prompts, max_new, _ = fit_to_context(model, tokenizer, prompts, max_new)
     device = _model_device(model)
     pad = pad_id_of(tokenizer)
     eos = tokenizer.eos_token_id
@@ -154,9 +159,8 @@ def generate_answers(model, tokenizer, items: list[QAItem], cfg: EvalConfig | No
     given) is raised by the number of prompts cut to fit the context."""
     cfg = cfg or EvalConfig()
     questions = questions or [it.question for it in items]
-    max_new = answer_budget(tokenizer, items, cfg)
-    prompts, cut = fit_to_context(model, tokenizer, [encode_prompt(tokenizer, q, cfg.prompt) for q in questions],
-                                  max_new)
+    prompts, max_new, cut = fit_to_context(model, tokenizer, [encode_prompt(tokenizer, q, cfg.prompt)
+                                                              for q in questions], answer_budget(tokenizer, items, cfg))
     if counts is not None:
         counts["prompts_truncated"] = counts.get("prompts_truncated", 0) + cut
     return generate(model, tokenizer, prompts, max_new, cfg.batch_size)
