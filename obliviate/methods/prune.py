@@ -1,9 +1,9 @@
 """Selective pruning (Pochinkov & Schoots 2023, "Dissecting Language Models: Machine
 Unlearning via Selective Pruning", section 3).
 
-For every unit n (an MLP neuron: an input of the MLP output projection, Llama's `down_proj` of
-act(gate_proj(x)) * up_proj(x); an attention head dimension: an input of the attention output
-projection, Llama's `o_proj`; found per family by `obliviate.models.modules.mlp_out` / `attn_out`):
+For every unit n (an MLP neuron: an input of the MLP output projection, act(gate(x)) * up(x) in
+a gated MLP; an attention head dimension: an input of the attention output projection; both
+found per family by `obliviate.models.modules.mlp_out` / `attn_out`):
 
     I_D(n) = mean_{t in answer tokens of D} |a_n(t)|
     Score(n) = I_forget(n) / (I_retain(n) + eps)

@@ -6,10 +6,10 @@ Measuring and Reducing Malicious Use With Unlearning", section 5, eq. 1-3).
     L_retain = mean_{t in retain answers} ||h_theta(x_r)_t - h_ref(x_r)_t||^2 / d
     L = L_forget + alpha * L_retain
 
-h is the output of decoder layer l (the paper's code hooks `model.layers[layer_id]`; with
+h is the output of decoder layer l (the paper's code hooks that layer's module; with
 `output_hidden_states=True` that is hidden_states[l + 1], except for the last layer, whose
 entry there has the final norm applied). h_ref comes from the frozen reference copy. Only
-the MLP output projection (Llama's `mlp.down_proj.weight`; per family `obliviate.models.modules.mlp_out`)
+the MLP output projection's weight (per family: `obliviate.models.modules.mlp_out`)
 of layers l-2..l is trained (the paper's `layer_ids=[5,6,7]`,
 `param_ids=[6]` on Zephyr-7B); `setup` freezes everything else (a projection the caller froze
 stays frozen) and `finalize` restores the caller's `requires_grad` flags.
