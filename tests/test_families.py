@@ -8,6 +8,8 @@ many matrices it touched.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import transformers as T
@@ -100,13 +102,6 @@ def test_unknown_architecture_names_the_attribute_to_set(family_model):
         attn_out(decoder_layers(model)[0], model.config)
 
 
-def _refuses_up_front(name: str, task) -> str | None:
-    """Methods that cannot run on this data say so before any step (one line)."""
-    if name == "surgery" and not any(it.perturbed_answers for it in task.forget):
-        return "perturbed"
-    return None
-
-
 @pytest.fixture
 def _no_full_gc(monkeypatch):
     """accelerate's `free_memory` (the end of every `unlearn`) runs a full `gc.collect()`, ~0.7 s in
@@ -128,6 +123,27 @@ def test_every_method_takes_two_steps_on_every_family(name, family_model, small_
     assert (log.status, log.steps) == ("done", steps), f"{family}/{name}: {log.message}"
     changed = [k for k, v in model.state_dict().items() if k not in before or not torch.equal(v, before[k])]
     assert changed, f"{family}/{name}: no weight changed"
+
+
+def test_qau_forwards_through_quantized_weights_and_diagnostics_see_every_matrix(family_model, tiny_tokenizer):
+    """GPT-2's Conv1D once escaped both: qau trained without a quantized forward and the
+    diagnostics reported no change."""
+    from obliviate.attacks.quantize import fake_quantize, quantized_change_fraction, relative_weight_change
+    from obliviate.methods.qau import quantized_logits, ste_weights
+
+    family, model = family_model
+    ste = ste_weights(model, 4)
+    assert len(ste) == 2 * FAMILIES[family]
+    assert all(ste[f"{n}.weight"].shape == m.weight.shape for n, m in weight_matrices(model))
+    batch = tiny_tokenizer(["Question: Where was Ann born?\nAnswer: Oslo"], return_tensors="pt")
+    with torch.no_grad():
+        moved = (quantized_logits(model, batch, 4) - model(**batch).logits).abs().max()
+    assert moved > 1e-6
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for _, module in weight_matrices(other):
+            matrix(module).copy_(fake_quantize(matrix(module), 3)[0])
+    assert quantized_change_fraction(model, other, bits=8) > 0 and relative_weight_change(model, other) > 0
 
 
 WEIGHT_ATTACKS = sorted(n for n, a in available().items() if a.family in ("quantization", "noise"))

@@ -9,6 +9,7 @@ import json
 
 import pytest
 import transformers as T
+import yaml
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from typer.testing import CliRunner
 
@@ -97,7 +98,7 @@ def test_run_file_prompt_reaches_unlearn_and_eval_and_round_trips(tmp_path):
     cfg = load_run_config(run_file)
     assert cfg.eval.prompt == cfg.prompt == cfg.unlearn_config("gd").prompt
     assert cfg.prompt.template == "[INST] {question} [/INST]"
-    again = parse_run_config(__import__("yaml").safe_load(dump_run_config(cfg, tmp_path / "config.yaml").read_text()))
+    again = parse_run_config(yaml.safe_load(dump_run_config(cfg, tmp_path / "config.yaml").read_text()))
     assert again.prompt == cfg.prompt and again.eval.prompt == cfg.prompt
     with pytest.raises(DataError, match="eval.prompt differs from prompt"):
         parse_run_config({"eval": {"prompt": {"preset": "chat"}}})
