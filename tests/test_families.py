@@ -93,6 +93,22 @@ def test_module_map(family_model):
         assert out_features(attn) == HIDDEN and attn is not mlp
 
 
+def test_mlp_output_found_from_structure_when_not_in_the_table():
+    class Block(torch.nn.Module):  # names no table knows
+        def __init__(self):
+            super().__init__()
+            self.mix = torch.nn.Linear(HIDDEN, HIDDEN)
+            self.widen = torch.nn.Linear(HIDDEN, INTER)
+            self.narrow = torch.nn.Linear(INTER, HIDDEN)
+
+    block, config = Block(), T.PretrainedConfig(hidden_size=HIDDEN, intermediate_size=INTER)
+    assert mlp_out(block, config) is block.narrow
+    with pytest.raises(ValueError, match="obliviate_attn_out"):
+        attn_out(block, config)  # attention has no shape of its own: the table or the attribute
+    config.obliviate_attn_out = "mix"
+    assert attn_out(block, config) is block.mix
+
+
 def test_unknown_architecture_names_the_attribute_to_set(family_model):
     _, model = family_model
     with pytest.raises(ValueError, match="model.config.obliviate_mlp_out"):

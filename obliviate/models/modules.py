@@ -13,9 +13,10 @@ through the code base:
 - `decoder_layers(model)`: found from the model's structure (the `nn.ModuleList` holding
   `config.num_hidden_layers` blocks).
 - `mlp_out(layer)`, `attn_out(layer)`: the MLP and attention output projections of one decoder
-  layer, from `MLP_OUT` / `ATTN_OUT` (the known families), or from `config.obliviate_mlp_out` /
-  `config.obliviate_attn_out` (a path inside a decoder layer) for any other model; a model matching
-  neither is a one-line error naming that attribute.
+  layer, from `config.obliviate_mlp_out` / `config.obliviate_attn_out` (a path inside a decoder
+  layer) when set, else `MLP_OUT` / `ATTN_OUT` (the known families), else, for the MLP, from the
+  structure (the one matrix mapping the intermediate size back to the hidden size); a model
+  matching none is a one-line error naming the attribute to set.
 """
 
 from __future__ import annotations
@@ -131,7 +132,18 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return layers
 
 
-def _find(layer: nn.Module, paths: tuple[str, ...], override: str | None, what: str, attribute: str) -> nn.Module:
+def _by_shape(layer: nn.Module, config, n_in_attrs: tuple[str, ...]) -> nn.Module | None:
+    """The one weight matrix of `layer` mapping config.<n_in> features to config.hidden_size, if unique."""
+    hidden = getattr(config, "hidden_size", None)
+    n_in = next((v for a in n_in_attrs if isinstance(v := getattr(config, a, None), int)), None)
+    if not hidden or not n_in:
+        return None
+    found = [m for _, m in weight_matrices(layer) if (in_features(m), out_features(m)) == (n_in, hidden)]
+    return found[0] if len(found) == 1 else None
+
+
+def _find(layer: nn.Module, paths: tuple[str, ...], override: str | None, what: str, attribute: str,
+          structural: nn.Module | None = None) -> nn.Module:
     for path in (override,) if override else paths:
         try:
             module = layer.get_submodule(path)
@@ -139,6 +151,8 @@ def _find(layer: nn.Module, paths: tuple[str, ...], override: str | None, what: 
             continue
         if is_weight_matrix(module):
             return module
+    if structural is not None and not override:
+        return structural
     tried = override or ", ".join(paths)
     raise ValueError(f"cannot find the {what} of {type(layer).__name__} (tried {tried}); set "
                      f"model.config.{attribute} to its path inside a decoder layer")
@@ -146,8 +160,10 @@ def _find(layer: nn.Module, paths: tuple[str, ...], override: str | None, what: 
 
 def mlp_out(layer: nn.Module, config=None) -> nn.Module:
     """The MLP output projection of one decoder layer (its inputs are the MLP's neurons)."""
+    # structure: intermediate_size (Llama-like, GPT-NeoX), n_inner (GPT-2, GPT-J), ffn_dim (OPT)
+    structural = _by_shape(layer, config, ("intermediate_size", "n_inner", "ffn_dim"))
     return _find(layer, MLP_OUT, getattr(config, "obliviate_mlp_out", None), "MLP output projection",
-                 "obliviate_mlp_out")
+                 "obliviate_mlp_out", structural)
 
 
 def attn_out(layer: nn.Module, config=None) -> nn.Module:
