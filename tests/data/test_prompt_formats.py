@@ -193,3 +193,10 @@ def test_run_directory_records_prompt_absolute_paths_and_hash(tmp_path, monkeypa
     assert target["path"] == str(tmp_path / "model")
     assert target["weights_sha256"] == hashlib.sha256(
         b"model.safetensors" + (tmp_path / "model" / "model.safetensors").read_bytes()).hexdigest()
+    # the run audited from another directory finds the target (it once failed with a misleading message)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    res = CliRunner().invoke(app, ["audit", str(tmp_path / "run"), "--attacks", "rtn8"])
+    assert res.exit_code == 0, res.output
+    assert "rtn8" in json.loads((tmp_path / "run" / "audit.json").read_text())["models"]["target"]
