@@ -23,6 +23,7 @@ from obliviate.data.collate import (
     Encoded,
     PromptFormat,
     batches,
+    bos_ids,
     collate,
     collate_prompts,
     context_length,
@@ -99,13 +100,14 @@ def fit_to_context(model, tokenizer, prompts: list[list[int]],
     """(prompts, max_new, n_cut): the prompts cut from the left (BOS kept) so that prompt + the
     generation budget fit the model's context (in-context examples or a long question would
     otherwise overflow the position embeddings: GPT-2 fails with "index out of range"), and how
-    many were cut. One budget for all, the largest `max_new` (a batch generates as many tokens as
-    its longest budget), capped at half the context so the prompt keeps the other half."""
+    many were cut. When something must be cut: one budget for all, the largest `max_new` (a batch
+    generates as many tokens as its longest budget), capped at half the context so the prompt
+    keeps the other half. When everything fits, nothing changes."""
     context = context_length(model)
-    if context is None or not prompts:
+    if context is None or not prompts or max(map(len, prompts)) + max(max_new) <= context:
         return prompts, max_new, 0
     budget = min(max(max_new), context // 2)
-    bos = list(tokenizer("", add_special_tokens=True)["input_ids"])
+    bos = bos_ids(tokenizer)
     fitted = [fit_prompt(p, context - budget, bos) for p in prompts]
     n_cut = sum(len(f) < len(p) for f, p in zip(fitted, prompts, strict=True))
     return fitted, [min(n, budget) for n in max_new], n_cut

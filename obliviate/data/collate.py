@@ -1,7 +1,9 @@
 """Turning items into token ids and padded batches.
 
-Prompt and answer are tokenized separately and concatenated, so that the boundary between
-them is the same in training, teacher-forced scoring and generation (SPEC section 5: a
+Items are formatted by the run's `PromptFormat` (a template or the tokenizer's chat template;
+presets for published checkpoints). Prompt and answer are tokenized separately and
+concatenated, so that the boundary between them is the same in training, teacher-forced
+scoring and generation (SPEC section 5: a
 prompt ending in "Answer: " would end in a lone space token the model never saw). The
 attention mask is built from the real lengths, never inferred from `input_ids != pad_id`
 (which masks real EOS tokens when pad = EOS).
@@ -21,6 +23,22 @@ from obliviate.data.task import DataError, QAItem
 PROMPT_TEMPLATE = "Question: {question}\nAnswer:"
 
 
+# Formats of the checkpoints the README names. The field's framework (open-unlearning) formats
+# base models as "Question: {q}\nAnswer: " + answer, the space belonging to the prompt (SPEC section 5);
+# TOFU's own fine-tunes (locuslab/tofu_ft_llama2-7b, config/model_config.yaml: question_start_tag
+# "[INST] ", question_end_tag " [/INST]", answer_tag "") put the answer right after "[/INST]"; its
+# phi-1.5 fine-tune uses "Question: " q "\n" then "Answer: " (here in the prompt, so that loss and
+# probability cover the answer alone). MUSE's KnowMem QA uses the framework's base format. Chat and
+# instruct models (Llama-3, Phi-3, Zephyr) use their tokenizer's chat template.
+PROMPT_PRESETS: dict[str, dict[str, Any]] = {
+    "obliviate": {"template": PROMPT_TEMPLATE, "answer_prefix": " ", "chat": False},
+    "open-unlearning": {"template": "Question: {question}\nAnswer: ", "answer_prefix": "", "chat": False},
+    "tofu-llama2": {"template": "[INST] {question} [/INST]", "answer_prefix": "", "chat": False},
+    "tofu-phi": {"template": "Question: {question}\nAnswer: ", "answer_prefix": "", "chat": False},
+    "chat": {"template": PROMPT_TEMPLATE, "answer_prefix": "", "chat": True},
+}
+
+
 class PromptFormat(BaseModel):
     """How an item becomes token ids: prompt = `template` with the question (or, with `chat`, the
     tokenizer's chat template around a user turn holding the question, generation prompt added),
@@ -30,8 +48,7 @@ class PromptFormat(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    preset: str | None = Field(None, description="a name in PROMPT_PRESETS: " + ", ".join(
-        ["obliviate", "open-unlearning", "tofu-llama2", "tofu-phi", "chat"]))
+    preset: str | None = Field(None, description="a name in PROMPT_PRESETS: " + ", ".join(PROMPT_PRESETS))
     template: str = Field(PROMPT_TEMPLATE, description="the prompt; {question} marks the question")
     answer_prefix: str = Field(" ", description="text put before the answer, tokenized with it")
     chat: bool = Field(False, description="prompt through the tokenizer's chat template (template unused)")
@@ -58,21 +75,6 @@ class PromptFormat(BaseModel):
         return template
 
 
-# Formats of the checkpoints the README names. The field's framework (open-unlearning) formats
-# base models as "Question: {q}\nAnswer: " + answer, the space belonging to the prompt (SPEC section 5);
-# TOFU's own fine-tunes (locuslab/tofu_ft_llama2-7b, config/model_config.yaml: question_start_tag
-# "[INST] ", question_end_tag " [/INST]", answer_tag "") put the answer right after "[/INST]"; its
-# phi-1.5 fine-tune uses "Question: " q "\n" then "Answer: " (here in the prompt, so that loss and
-# probability cover the answer alone). MUSE's KnowMem QA uses the framework's base format. Chat and
-# instruct models (Llama-3, Phi-3, Zephyr) use their tokenizer's chat template.
-PROMPT_PRESETS: dict[str, dict[str, Any]] = {
-    "obliviate": {"template": PROMPT_TEMPLATE, "answer_prefix": " ", "chat": False},
-    "open-unlearning": {"template": "Question: {question}\nAnswer: ", "answer_prefix": "", "chat": False},
-    "tofu-llama2": {"template": "[INST] {question} [/INST]", "answer_prefix": "", "chat": False},
-    "tofu-phi": {"template": "Question: {question}\nAnswer: ", "answer_prefix": "", "chat": False},
-    "chat": {"template": PROMPT_TEMPLATE, "answer_prefix": "", "chat": True},
-}
-
 DEFAULT_PROMPT = PromptFormat()
 
 
@@ -86,7 +88,7 @@ def format_prompt(question: str, fmt: PromptFormat = DEFAULT_PROMPT) -> str:
     return fmt.template.format(question=question)
 
 
-def _bos(tokenizer) -> list[int]:
+def bos_ids(tokenizer) -> list[int]:
     ids = tokenizer("", add_special_tokens=True)["input_ids"]
     return list(ids)
 
@@ -94,7 +96,7 @@ def _bos(tokenizer) -> list[int]:
 def encode_prompt(tokenizer, question: str | None, fmt: PromptFormat = DEFAULT_PROMPT) -> list[int]:
     """Token ids of the prompt of one question (BOS alone for raw text: `question` None)."""
     if question is None:
-        return _bos(tokenizer)
+        return bos_ids(tokenizer)
     if fmt.chat:
         if not getattr(tokenizer, "chat_template", None):
             raise DataError(f"prompt.chat: the tokenizer {type(tokenizer).__name__} has no chat template; "
@@ -116,7 +118,7 @@ def encode(tokenizer, question: str | None, answer: str, max_length: int = 512,
     if tokenizer.eos_token_id is not None:
         answer_ids.append(tokenizer.eos_token_id)
     if len(prompt_ids) >= max_length:
-        prompt_ids = fit_prompt(prompt_ids, max(1, max_length - 1), _bos(tokenizer))
+        prompt_ids = fit_prompt(prompt_ids, max(1, max_length - 1), bos_ids(tokenizer))
     room = max(1, max_length - len(prompt_ids))
     return Encoded(prompt_ids, answer_ids[:room])
 
