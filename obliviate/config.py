@@ -134,7 +134,8 @@ def parse_run_config(data: dict[str, Any], source: str = "config") -> RunConfig:
         if err["type"] == "extra_forbidden":
             valid = _valid_keys(RunConfig, tuple(err["loc"]))
             raise DataError(f"{source}: unknown key {loc!r}; valid keys: {', '.join(valid)}") from e
-        raise DataError(f"{source}: {loc}: {err['msg']}") from e
+        msg = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+        raise DataError(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}") from e
 
 
 def load_run_config(path: Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
