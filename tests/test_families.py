@@ -15,6 +15,7 @@ import torch
 import transformers as T
 
 from obliviate.attacks import AttackContext, AttackUnavailable, available
+from obliviate.data.collate import collate, encode_items, pad_id_of
 from obliviate.methods import available as methods
 from obliviate.methods import get_method
 from obliviate.models.modules import (
@@ -178,3 +179,75 @@ def test_every_weight_attack_changes_the_logits_of_every_family(attack, family_m
     assert attacked.info["n_layers"] == 2 * FAMILIES[family]
     moved = (_logits(attacked.model, tiny_tokenizer) - _logits(model, tiny_tokenizer)).abs().max()
     assert moved > 1e-6, f"{family}/{attack}: the logits did not change"
+
+
+# --- GPT-2's transposed Conv1D in the methods that work on rows and columns -----------------------
+
+@pytest.fixture
+def gpt2(tiny_tokenizer):
+    torch.manual_seed(0)
+    return T.AutoModelForCausalLM.from_config(_config("gpt2", tiny_tokenizer)).eval()
+
+
+def _ctx(name: str, task, tokenizer, **params):
+    from obliviate.methods import make_params
+    from obliviate.unlearn import UnlearnContext
+
+    return UnlearnContext(params=make_params(get_method(name), params), task=task, tokenizer=tokenizer,
+                          config=UnlearnConfig(method=name, batch_size=4))
+
+
+def _logits_of(model, tokenizer, items):
+    batch = collate(encode_items(tokenizer, items), pad_id_of(tokenizer))
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def test_fila_on_conv1d_keeps_the_function_and_merges_back(gpt2, small_world, tiny_tokenizer):
+    from obliviate.methods import fila
+
+    before = _logits_of(gpt2, tiny_tokenizer, small_world.forget)
+    ctx = _ctx("fila", small_world, tiny_tokenizer)
+    fila.setup(gpt2, small_world, ctx)
+    torch.testing.assert_close(_logits_of(gpt2, tiny_tokenizer, small_world.forget), before, rtol=0, atol=1e-5)
+    fila.finalize(gpt2, ctx)
+    assert type(gpt2.transformer.h[0].mlp.c_proj).__name__ == "Conv1D"  # a plain checkpoint again
+    torch.testing.assert_close(_logits_of(gpt2, tiny_tokenizer, small_world.forget), before, rtol=0, atol=1e-5)
+
+
+def test_sure_masks_output_units_of_conv1d(gpt2, small_world, tiny_tokenizer):
+    """A SURE row is an output unit: a COLUMN of Conv1D's stored (in, out) weight."""
+    from obliviate.methods import sure
+
+    ctx = _ctx("sure", small_world, tiny_tokenizer)
+    sure.setup(gpt2, small_world, ctx)
+    modules = dict(gpt2.named_modules())
+    assert all(m.shape == (out_features(modules[n]),) for n, m in ctx.state["mask"].items())
+    before = {n: modules[n].weight.detach().clone() for n in ctx.state["mask"]}
+    opt = torch.optim.SGD([p for p in gpt2.parameters() if p.requires_grad], lr=1.0)
+    pad = pad_id_of(tiny_tokenizer)
+    batch = collate(encode_items(tiny_tokenizer, small_world.forget[:4]), pad, range(4))
+    retain = collate(encode_items(tiny_tokenizer, small_world.retain[:4]), pad)
+    get_method("sure").loss(gpt2, batch, retain, ctx).backward()
+    opt.step()
+    sure.after_step(gpt2, ctx)
+    for name, mask in ctx.state["mask"].items():
+        w = modules[name].weight.detach()
+        assert torch.equal(w[:, ~mask], before[name][:, ~mask]), name  # frozen output units: columns
+        if mask.any():
+            assert not torch.equal(w[:, mask], before[name][:, mask]), name
+
+
+def test_prune_zeroes_input_rows_of_conv1d(gpt2, small_world, tiny_tokenizer):
+    """A pruned unit is an input of the output projection: a ROW of Conv1D's stored weight."""
+    from obliviate.methods import prune
+
+    ctx = _ctx("prune", small_world, tiny_tokenizer, steps=1, frac=0.05)
+    prune.setup(gpt2, small_world, ctx)
+    pruned = ctx.state["prune_pruned"]
+    for target, find in (("mlp", mlp_out), ("attn", attn_out)):
+        for layer, mask in zip(decoder_layers(gpt2), pruned[target], strict=True):
+            w = find(layer, gpt2.config).weight  # Conv1D: (in, out)
+            assert mask.shape == (w.shape[0],)
+            assert (w[mask] == 0).all() and (w[~mask].abs().sum(1) > 0).all()
+        assert pruned[target].any()
