@@ -85,11 +85,15 @@ class RunConfig(BaseModel):
     def _one_prompt_format(self) -> RunConfig:
         """`prompt` is set once and copied into `unlearn` and `eval`, so that unlearning, evaluation
         and the audit cannot disagree; a different `unlearn.prompt` / `eval.prompt` is an error."""
+        user_set = set(self.model_fields_set)
         for section in ("unlearn", "eval"):
             own = getattr(self, section)
             if "prompt" in own.model_fields_set and own.prompt != self.prompt:
                 raise ValueError(f"{section}.prompt differs from prompt: set the prompt format once, under `prompt:`")
             setattr(self, section, own.model_copy(update={"prompt": self.prompt}))
+        # copying the prompt is not the run file setting `unlearn` / `eval`: benchmarks read
+        # model_fields_set to decide where their own defaults apply
+        object.__setattr__(self, "__pydantic_fields_set__", user_set)
         return self
 
     def unlearn_config(self, method: str, tiny: bool = True) -> UnlearnConfig:
@@ -102,6 +106,7 @@ class RunConfig(BaseModel):
             merged["params"] = {**merged["params"], **layer.get("params", {})}
         merged["method"] = method
         merged["seed"] = self.seed
+        merged["prompt"] = self.prompt  # also when a benchmark replaced `unlearn` after validation
         try:
             return UnlearnConfig(**merged)
         except ValidationError as e:

@@ -98,6 +98,9 @@ def test_run_file_prompt_reaches_unlearn_and_eval_and_round_trips(tmp_path):
     cfg = load_run_config(run_file)
     assert cfg.eval.prompt == cfg.prompt == cfg.unlearn_config("gd").prompt
     assert cfg.prompt.template == "[INST] {question} [/INST]"
+    assert cfg.model_fields_set == {"prompt"}  # benchmarks apply their own unlearn/eval defaults where unset
+    replaced = cfg.model_copy(update={"unlearn": UnlearnConfig(batch_size=32)})  # as a benchmark does
+    assert replaced.unlearn_config("gd", tiny=False).prompt == cfg.prompt
     again = parse_run_config(yaml.safe_load(dump_run_config(cfg, tmp_path / "config.yaml").read_text()))
     assert again.prompt == cfg.prompt and again.eval.prompt == cfg.prompt
     with pytest.raises(DataError, match="eval.prompt differs from prompt"):
