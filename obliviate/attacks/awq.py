@@ -129,7 +129,8 @@ def awq4(model, ctx: AttackContext) -> Attacked:
     n_layers = quantize_layer_by_layer(qmodel, calib, lambda _m: ActivationStore(), quantize_layer,
                                        inputs_from_quantized=False)
     return Attacked(model=qmodel, info={
-        "bits": p.bits, "n_layers": n_layers, "group_size": p.group_size, "group_size_by_in_features": groups, "zero_point": True,
+        "bits": p.bits, "n_layers": n_layers, "group_size": p.group_size, "group_size_by_in_features": groups,
+        "zero_point": True,
         "n_grid": p.n_grid, "alpha": chosen, "alpha_mean": sum(chosen.values()) / max(len(chosen), 1),
         "n_calibration": n_calibration, "calibration": "retain", "fake_quant": True, "backend": BACKEND,
     })

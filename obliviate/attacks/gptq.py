@@ -289,7 +289,8 @@ def gptq4(model, ctx: AttackContext) -> Attacked:
     n_layers = quantize_layer_by_layer(qmodel, calib, lambda m: HessianAccumulator(in_features(m)), quantize_layer,
                                        inputs_from_quantized=True)
     return Attacked(model=qmodel, info={
-        "bits": p.bits, "n_layers": n_layers, "group_size": p.group_size, "group_size_by_in_features": groups, "damp": p.damp,
+        "bits": p.bits, "n_layers": n_layers, "group_size": p.group_size, "group_size_by_in_features": groups,
+        "damp": p.damp,
         "symmetric": True, "act_order": p.act_order, "n_calibration": n_calibration, "calibration": "retain",
         "fake_quant": True, "backend": BACKEND,
     })

@@ -6,8 +6,8 @@ brings most of the forgotten knowledge back).
     Q_b(W) through a straight-through estimator:  W_ste = W + (Q_b(W) - W).detach()
 
 Q_b is the audit's own grid (`obliviate.attacks.quantize.fake_quantize`: symmetric RTN,
-group 128, every decoder weight matrix, LM head excluded; GPT-2's Conv1D quantized as (out, in)), so "forgets at 4 bits" means forgets
-under the `rtn4` attack. The forward value is the quantized model's; the gradient w.r.t. W is
+group 128, every decoder weight matrix, LM head excluded; GPT-2's Conv1D quantized as (out, in)),
+so "forgets at 4 bits" means forgets under the `rtn4` attack. The forward value is the quantized model's; the gradient w.r.t. W is
 the gradient w.r.t. Q_b(W) (round() has zero gradient almost everywhere, the STE skips it).
 L_forget is the base's forget term, unweighted: -CE_mean for gd/ga, the NPO term for npo_*.
 The quantized forwards run through `torch.func.functional_call`; no weight is modified in place.
@@ -48,7 +48,8 @@ def ste_weights(model, bits: int) -> dict[str, torch.Tensor]:
     out = {}
     for name, module in weight_matrices(model):
         w = matrix(module)  # groups run along the input dimension, as in the rtn attacks
-        out[f"{name}.weight"] = to_native(module, w + (fake_quantize(w, bits, GROUP_SIZE, symmetric=True)[0] - w).detach())
+        ste = w + (fake_quantize(w, bits, GROUP_SIZE, symmetric=True)[0] - w).detach()
+        out[f"{name}.weight"] = to_native(module, ste)
     if not out:
         raise ValueError(f"qau: {type(model).__name__} has no weight matrix (nn.Linear or Conv1D) to quantize")
     return out
