@@ -111,9 +111,10 @@ def _k(correct: np.ndarray, index: list[int]) -> float:
 ERROR = "error: "  # how run_attacks records an attack that raised (audit.json keeps it under "unavailable")
 
 
-def _one_line(e: BaseException) -> str:
+def attack_error(e: BaseException) -> str:
+    """How an attack that raised is recorded: "error: <type>: <first line of the message>"."""
     first = next((line for line in str(e).splitlines() if line.strip()), "")
-    return f"{type(e).__name__}: {first.strip()}" if first else type(e).__name__
+    return ERROR + (f"{type(e).__name__}: {first.strip()}" if first else type(e).__name__)
 
 
 def run_attacks(model, tokenizer, task: ForgetTask, attacks: list[str], cfg: EvalConfig, seed: int = 0,
@@ -139,7 +140,7 @@ def run_attacks(model, tokenizer, task: ForgetTask, attacks: list[str], cfg: Eva
             except DataError:
                 raise
             except Exception as e:  # noqa: BLE001 - one failing attack must not lose the others' results
-                out[name] = ERROR + _one_line(e)
+                out[name] = attack_error(e)
             else:
                 result.seconds = time.perf_counter() - t0
                 out[name] = result

@@ -58,7 +58,8 @@ def _fail_if_attacks_failed(results: dict[str, Any], strict: bool) -> None:
         return
     from obliviate.audit import attack_errors
 
-    errors = attack_errors({n: e["audit"] for n, e in results.get("models", {}).items() if "audit" in e})
+    per_model = {n: e["audit"] for n, e in results.get("models", {}).items() if "audit" in e}
+    errors = attack_errors(per_model | results.get("tdec_audit", {}))  # tdec keeps its own audit rows
     if errors:
         _fail(f"--strict: {len(errors)} attack(s) failed: " + "; ".join(errors), code=1)
 
@@ -439,6 +440,7 @@ def bench_tdec_cmd(
     seed: SeedOpt = 0,
     no_cache: NoCacheOpt = False,
     force: ForceOpt = False,
+    strict: StrictOpt = False,
 ) -> None:
     """TDEC: unlearn until MA and EL10 fall below their unseen-text values (Jang et al.); ga vs ihl vs fila."""
     from obliviate.benchmarks import tdec
@@ -447,7 +449,7 @@ def bench_tdec_cmd(
     _bench(out, force, config, seed, methods, tdec.DEFAULT_METHODS,
            lambda cfg, log, command: tdec.run(
         out, cfg, data, forget_set, model, unseen_arg, limit, max_tokens=max_tokens, log=log, command=command),
-           attacks=attacks, audit=audit, no_cache=no_cache)
+           attacks=attacks, audit=audit, no_cache=no_cache, strict=strict)
 
 
 @bench_app.command("wmdp")
