@@ -161,7 +161,7 @@ def run_world(cfg: RunConfig, out: Path, log=print, command: str = "obliviate de
     task = generate_world(world_cfg)
     log(f"world: {len(task.forget)} forget / {len(task.retain)} retain facts, "
         f"{len(task.holdout)} holdout, {sum(len(v) for v in task.utility.values())} world facts")
-    dirs = prepare_tiny_models(task, world_corpus(task), cfg.model, cfg.train, cfg.seed, cfg.cache, log)
+    dirs = prepare_tiny_models(task, world_corpus(task), cfg.model, cfg.train, cfg.seed, cfg.cache, log, cfg.prompt)
     return run_task(task, dirs, cfg, out, log, command)
 
 

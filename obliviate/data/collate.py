@@ -44,7 +44,7 @@ class PromptFormat(BaseModel):
     tokenizer's chat template around a user turn holding the question, generation prompt added),
     then `answer_prefix` + answer + EOS, tokenized on its own (so the boundary is the same in
     training, scoring and generation). `preset` fills the fields from `PROMPT_PRESETS`; fields
-    given beside it win. The default is obliviate's own format (the tiny models are trained in it).
+    given beside it win. The default is obliviate's own format; the tiny models learn the run's.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

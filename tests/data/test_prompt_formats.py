@@ -203,3 +203,27 @@ def test_run_directory_records_prompt_absolute_paths_and_hash(tmp_path, monkeypa
     res = CliRunner().invoke(app, ["audit", str(tmp_path / "run"), "--attacks", "rtn8"])
     assert res.exit_code == 0, res.output
     assert "rtn8" in json.loads((tmp_path / "run" / "audit.json").read_text())["models"]["target"]
+
+
+def test_tiny_models_learn_the_run_format_and_default_caches_keep_their_key(monkeypatch, small_world,
+                                                                             tiny_tokenizer):
+    from obliviate.data.world import world_corpus
+    from obliviate.models import prepare, tiny
+    from obliviate.models.cache import cache_key
+
+    seen = []
+    real = tiny.encode_items
+    monkeypatch.setattr(tiny, "encode_items", lambda tok, items, *a, fmt, **k: seen.append(fmt) or real(
+        tok, items, *a, fmt=fmt, **k))
+    monkeypatch.setattr(prepare, "train_tokenizer", lambda corpus, vocab: tiny_tokenizer)
+    model_cfg = tiny.TinyModelConfig(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                     num_attention_heads=2)
+    train_cfg = tiny.TrainConfig(max_epochs=1, min_epochs=1, check_every=1, check_items=2)
+    corpus = world_corpus(small_world)
+    fmt = PromptFormat(preset="open-unlearning")
+    dirs = prepare.prepare_tiny_models(small_world, corpus, model_cfg, train_cfg, log=lambda m: None, fmt=fmt)
+    assert seen == [fmt, fmt]  # target and oracle
+    old_key = cache_key("tiny-pair", small_world.fingerprint(),
+                        hashlib.sha256("\n".join(corpus).encode()).hexdigest(), model_cfg, train_cfg, 0)
+    default = prepare.prepare_tiny_models(small_world, corpus, model_cfg, train_cfg, log=lambda m: None)
+    assert default["target"].parent.name == old_key != dirs["target"].parent.name
