@@ -33,8 +33,8 @@ import numpy as np
 from obliviate import metrics as M
 from obliviate.attacks import AttackContext, Attacked, AttackUnavailable, default_attacks, get_attack
 from obliviate.data.collate import encode_prompt
-from obliviate.data.task import ForgetTask, QAItem
-from obliviate.evaluate import EvalConfig, generate
+from obliviate.data.task import DataError, ForgetTask, QAItem
+from obliviate.evaluate import EvalConfig, answer_budget, fit_to_context, generate
 from obliviate.progress import progress
 
 EPS = 1e-9
@@ -75,10 +75,14 @@ class Probe:
     seconds: float = 0.0
 
 
-def _correct(model, tokenizer, items: list[QAItem], prompts: list[list[int]] | None, cfg: EvalConfig) -> np.ndarray:
-    prompts = prompts or [encode_prompt(tokenizer, it.question) for it in items]
-    max_new = [min(cfg.max_new_tokens, int(cfg.answer_len_factor * len(tokenizer(" " + it.answer)["input_ids"])) + 8)
-               for it in items]
+def _correct(model, tokenizer, items: list[QAItem], prompts: list[list[int]] | None, cfg: EvalConfig,
+             info: dict[str, Any] | None = None) -> np.ndarray:
+    """Per-item knowledge K of the greedy answers; prompts cut to fit the context are counted in
+    `info["prompts_truncated"]`."""
+    prompts, max_new, cut = fit_to_context(model, tokenizer, prompts or [
+        encode_prompt(tokenizer, it.question, cfg.prompt) for it in items], answer_budget(tokenizer, items, cfg))
+    if info is not None and cut:
+        info["prompts_truncated"] = info.get("prompts_truncated", 0) + cut
     gens = generate(model, tokenizer, prompts, max_new, cfg.batch_size)
     if cfg.knowledge == "rouge":
         return M.rouge_l_recall(gens, [it.answer for it in items])
@@ -94,41 +98,63 @@ def probe(model, tokenizer, task: ForgetTask, attacked: Attacked | None, cfg: Ev
     if missing:
         raise ValueError(f"attack probed items that are not in forget_eval: {missing[:2]}")
     retain_items = attacked.retain_items or task.retain_eval
-    forget_correct = _correct(attacked.model, tokenizer, forget_items, attacked.forget_prompts, cfg)
-    retain_correct = _correct(attacked.model, tokenizer, retain_items, attacked.retain_prompts, cfg)
-    return Probe([position[it] for it in forget_items], forget_correct, float(retain_correct.mean()),
-                 dict(attacked.info))
+    info = dict(attacked.info)
+    forget_correct = _correct(attacked.model, tokenizer, forget_items, attacked.forget_prompts, cfg, info)
+    retain_correct = _correct(attacked.model, tokenizer, retain_items, attacked.retain_prompts, cfg, info)
+    return Probe([position[it] for it in forget_items], forget_correct, float(retain_correct.mean()), info)
 
 
 def _k(correct: np.ndarray, index: list[int]) -> float:
     return float(correct[index].mean()) if index else float("nan")
 
 
+ERROR = "error: "  # how run_attacks records an attack that raised (audit.json keeps it under "unavailable")
+
+
+def attack_error(e: BaseException) -> str:
+    """How an attack that raised is recorded: "error: <type>: <first line of the message>"."""
+    first = next((line for line in str(e).splitlines() if line.strip()), "")
+    return ERROR + (f"{type(e).__name__}: {first.strip()}" if first else type(e).__name__)
+
+
 def run_attacks(model, tokenizer, task: ForgetTask, attacks: list[str], cfg: EvalConfig, seed: int = 0,
                 model_dir: Path | None = None, params: dict[str, dict] | None = None,
                 desc: str = "auditing") -> dict[str, Probe | str]:
-    """Each attack on one model: a `Probe`, or the reason it could not run."""
+    """Each attack on one model: a `Probe`, or the reason it has none: "unavailable: ..." (the
+    attack cannot run here) or "error: <type>: <first line>" (it raised; the audit goes on with
+    the other attacks, and `--strict` turns any error into a non-zero exit at the end). A bad
+    option (`DataError`) and Ctrl-C still stop the audit: they are the user's to fix."""
     out: dict[str, Probe | str] = {}
     with progress() as bar:
         t = bar.add_task(desc, total=len(attacks))
         for name in attacks:
             attack = get_attack(name)
             ctx = AttackContext(tokenizer=tokenizer, task=task, seed=seed, model_dir=model_dir,
-                                params=dict((params or {}).get(name, {})))
+                                params=dict((params or {}).get(name, {})), prompt=cfg.prompt)
             t0 = time.perf_counter()
             try:
                 attacked = attack.run(model, ctx)
+                result = probe(model, tokenizer, task, attacked, cfg)
             except AttackUnavailable as e:
                 out[name] = f"unavailable: {e}"
-                bar.advance(t)
-                continue
-            result = probe(model, tokenizer, task, attacked, cfg)
-            result.seconds = time.perf_counter() - t0
-            out[name] = result
-            if attacked.model is not model:
-                del attacked
+            except DataError:
+                raise
+            except Exception as e:  # noqa: BLE001 - one failing attack must not lose the others' results
+                out[name] = attack_error(e)
+            else:
+                result.seconds = time.perf_counter() - t0
+                out[name] = result
+                if attacked.model is not model:
+                    del attacked
             bar.advance(t)
     return out
+
+
+def attack_errors(models: dict[str, dict[str, Any]]) -> list[str]:
+    """"model/attack: error: ..." for every attack that raised, from the per-model audit rows
+    ({model: {attack: row}}, as in audit.json's "models")."""
+    return [f"{name}/{attack}: {row['unavailable']}" for name, rows in models.items() for attack, row in rows.items()
+            if str(row.get("unavailable", "")).startswith(ERROR)]
 
 
 def score_audit(task: ForgetTask, base: dict[str, Probe], attacked: dict[str, dict[str, Probe | str]],

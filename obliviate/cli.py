@@ -47,6 +47,60 @@ def _parse_params(params: list[str] | None) -> dict[str, Any]:
     return out
 
 
+StrictOpt = Annotated[bool, typer.Option(help="exit with status 1 at the end if any attack raised (the audit "
+                                                "records it as `error: ...` and goes on)")]
+
+
+def _fail_if_attacks_failed(results: dict[str, Any], strict: bool) -> None:
+    """With --strict, an attack that raised (recorded as `error: ...`) fails the command, after the
+    results and tables were written: nothing already measured is lost."""
+    if not strict:
+        return
+    from obliviate.audit import attack_errors
+
+    per_model = {n: e["audit"] for n, e in results.get("models", {}).items() if "audit" in e}
+    errors = attack_errors(per_model | results.get("tdec_audit", {}))  # tdec keeps its own audit rows
+    if errors:
+        _fail(f"--strict: {len(errors)} attack(s) failed: " + "; ".join(errors), code=1)
+
+
+PromptTemplateOpt = Annotated[str | None, typer.Option(
+    help="prompt format: a preset (obliviate, open-unlearning, tofu-llama2, tofu-phi, chat) or a template with "
+         "{question}, e.g. 'Question: {question}\\nAnswer: ' (\\n is a newline)")]
+AnswerPrefixOpt = Annotated[str | None, typer.Option(help="text before the answer, tokenized with it (obliviate's "
+                                                          "format: ' '; open-unlearning's: '')")]
+ChatOpt = Annotated[bool, typer.Option("--chat", help="prompt through the tokenizer's chat template")]
+
+
+def _prompt_fields(template: str | None, answer_prefix: str | None, chat: bool) -> dict[str, Any]:
+    """The CLI's prompt options as fields of `PromptFormat` (a preset name or a template)."""
+    from obliviate.data.collate import PROMPT_PRESETS
+
+    fields: dict[str, Any] = {}
+    if template is not None:
+        if template in PROMPT_PRESETS:
+            fields["preset"] = template
+        else:
+            fields["template"] = template.replace("\\n", "\n").replace("\\t", "\t")
+    if chat:
+        fields.update(chat=True, answer_prefix="")  # a chat template ends the prompt: no space before the answer
+    if answer_prefix is not None:
+        fields["answer_prefix"] = answer_prefix.replace("\\n", "\n")
+    return fields
+
+
+def _prompt_format(template: str | None, answer_prefix: str | None, chat: bool):
+    """`PromptFormat` from the CLI options; a bad template is a one-line DataError."""
+    from pydantic import ValidationError
+
+    from obliviate.data.collate import PromptFormat
+
+    try:
+        return PromptFormat(**_prompt_fields(template, answer_prefix, chat))
+    except ValidationError as e:
+        raise DataError(f"--prompt-template: {e.errors()[0]['msg']}") from e
+
+
 def _split(methods: str | None) -> list[str] | None:
     return [m.strip() for m in methods.split(",") if m.strip()] if methods else None
 
@@ -146,6 +200,10 @@ def demo(
     force: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
     resume: ResumeOpt = False,
     seeds: SeedsOpt = None,
+    strict: StrictOpt = False,
+    prompt_template: PromptTemplateOpt = None,
+    answer_prefix: AnswerPrefixOpt = None,
+    chat: ChatOpt = False,
 ) -> None:
     """The whole job offline on a CPU: world, target + oracle, unlearning, metrics, report."""
     from obliviate.config import load_run_config
@@ -160,6 +218,7 @@ def demo(
         overrides["cache"] = False
     overrides["audit.enabled"] = audit
     overrides["audit.attacks"] = _split(attacks)
+    overrides |= {f"prompt.{k}": v for k, v in _prompt_fields(prompt_template, answer_prefix, chat).items()}
     try:
         cfg = _with_seeds(load_run_config(config, overrides), seeds)
     except (DataError, KeyError) as e:
@@ -170,6 +229,7 @@ def demo(
     _print_audit(results)
     out_console.print(f"run directory: {out} (results.json, audit.json, report.md, report.html, per_item.jsonl, "
                       "models/)")
+    _fail_if_attacks_failed(results, strict)
 
 
 def _print_audit(results: dict[str, Any]) -> None:
@@ -197,22 +257,35 @@ def audit_cmd(
     seed: Annotated[int, typer.Option()] = 0,
     force: Annotated[bool, typer.Option()] = False,
     allow_incomplete: AllowIncompleteOpt = False,
+    strict: StrictOpt = False,
+    prompt_template: PromptTemplateOpt = None,
+    answer_prefix: AnswerPrefixOpt = None,
+    chat: ChatOpt = False,
 ) -> None:
     """Attack unlearned models (and the target/oracle controls): does the knowledge come back?"""
     from obliviate.config import AuditConfig
     from obliviate.pipeline import audit_external, audit_run_dir
 
     audit_cfg = AuditConfig(attacks=_split(attacks))
+    prompt_fields = _prompt_fields(prompt_template, answer_prefix, chat)
     if run_dir is not None:
+        if prompt_fields:
+            _fail("a run directory is audited in the prompt format of its config.yaml; "
+                  "--prompt-template, --answer-prefix and --chat go with --model")
         _require_complete(run_dir, allow_incomplete)
         results = _run_in_dir(run_dir, False, True, lambda: audit_run_dir(run_dir, audit_cfg, log=_log))
     else:
         if not (model and target and forget and retain and out):
             _fail("give a RUN_DIR, or --model, --target, --forget, --retain and --out")
+        try:
+            fmt = _prompt_format(prompt_template, answer_prefix, chat)
+        except (DataError, KeyError) as e:
+            _fail(str(e).strip("'\""))
         results = _run_in_dir(out, force, False, lambda: audit_external(
             model, target, oracle, forget, retain, holdout, out, audit_cfg, seed, log=_log,
-            command=_command_line()))
+            command=_command_line(), prompt=fmt))
     _print_audit(results)
+    _fail_if_attacks_failed(results, strict)
 
 
 @app.command("unlearn")
@@ -235,6 +308,9 @@ def unlearn_cmd(
     force: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
     resume: ResumeOpt = False,
     checkpoint_every: Annotated[int, typer.Option(help="optimizer steps between resumable checkpoints (0: none)")] = 50,
+    prompt_template: PromptTemplateOpt = None,
+    answer_prefix: AnswerPrefixOpt = None,
+    chat: ChatOpt = False,
 ) -> None:
     """Unlearn a forget set from any causal LM, evaluate before/after, save the model."""
     from obliviate.data.jsonl import load_user_task
@@ -246,15 +322,17 @@ def unlearn_cmd(
     try:
         make_params(get_method(method), _parse_params(param))
         task = load_user_task(forget, retain, holdout)
+        fmt = _prompt_format(prompt_template, answer_prefix, chat)
         ucfg = UnlearnConfig(method=method, params=_parse_params(param), lr=lr, epochs=epochs,
                              max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
-                             mixed_precision=mixed_precision, seed=seed, checkpoint_every=checkpoint_every)
+                             mixed_precision=mixed_precision, seed=seed, checkpoint_every=checkpoint_every,
+                             prompt=fmt)
         sources = {"forget": str(forget.resolve()), "retain": str(retain.resolve()),
                    "holdout": str(holdout.resolve()) if holdout else None}
     except (DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
     results = _run_in_dir(out, force, resume, lambda: run_user(
-        model, task, ucfg, EvalConfig(), out, oracle, log=_log, command=_command_line(), sources=sources,
+        model, task, ucfg, EvalConfig(prompt=fmt), out, oracle, log=_log, command=_command_line(), sources=sources,
         resume=resume))
     from obliviate.report.tables import print_table
 
@@ -275,14 +353,15 @@ AuditOpt = Annotated[bool, typer.Option(help="run the recovery audit")]
 ModelOpt = Annotated[str | None, typer.Option(help="a real model (directory or Hub id) instead of the tiny one")]
 OracleOpt = Annotated[str | None, typer.Option(help="its retain-only oracle (forget quality, privleak)")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="retrain the tiny models")]
-ForceOpt = Annotated[bool, typer.Option(help="overwrite an existing run directory")]
+ForceOpt = Annotated[bool, typer.Option(help="replace an existing run directory")]
 
 
 def _bench_config(config: Path | None, seed: int, methods: str | None, default_methods: list[str],
-                  attacks: str | None, audit: bool, no_cache: bool):
+                  attacks: str | None, audit: bool, no_cache: bool, prompt: dict[str, Any] | None = None):
     from obliviate.config import load_run_config
 
     overrides: dict[str, Any] = {"seed": seed, "audit.enabled": audit, "audit.attacks": _split(attacks)}
+    overrides |= {f"prompt.{k}": v for k, v in (prompt or {}).items()}
     overrides["methods"] = _split(methods) or (None if config else default_methods)
     if no_cache:
         overrides["cache"] = False
@@ -292,20 +371,21 @@ def _bench_config(config: Path | None, seed: int, methods: str | None, default_m
 def _bench(out: Path, force: bool, config: Path | None, seed: int, methods: str | None, default_methods: list[str],
            job, attacks: str | None = None, audit: bool = False, no_cache: bool = False,
            model: str | None = None, oracle: str | None = None, resume: bool = False,
-           seeds: str | None = None) -> None:
+           seeds: str | None = None, strict: bool = False, prompt: dict[str, Any] | None = None) -> None:
     """The shared body of every `bench` command: check the options, resolve the run config, run
     `job(cfg, log, command)` in a fresh (or, with `resume`, the interrupted) run directory, print the tables."""
     if oracle and not model:
         _fail("--oracle needs --model (the tiny target has its own oracle)")
     try:
-        cfg = _with_seeds(_bench_config(config, seed, methods, default_methods, attacks, audit, no_cache), seeds)
+        cfg = _with_seeds(_bench_config(config, seed, methods, default_methods, attacks, audit, no_cache, prompt),
+                          seeds)
     except DataError as e:
         _fail(str(e))
     _run_bench(out, force, lambda log, command: _over_seeds(
-        cfg, out, lambda c, o, r: job(c, o, log, command, r), resume), resume)
+        cfg, out, lambda c, o, r: job(c, o, log, command, r), resume), resume, strict)
 
 
-def _run_bench(out: Path, force: bool, job, resume: bool = False) -> None:
+def _run_bench(out: Path, force: bool, job, resume: bool = False, strict: bool = False) -> None:
     """Run `job(log, command)` in the locked run directory, print the tables; errors are one line."""
     from obliviate.report.tables import print_table
 
@@ -313,6 +393,7 @@ def _run_bench(out: Path, force: bool, job, resume: bool = False) -> None:
     print_table(results, out_console)
     _print_audit(results)
     out_console.print(f"run directory: {out}")
+    _fail_if_attacks_failed(results, strict)
 
 
 @prepare_app.command("tofu")
@@ -357,6 +438,10 @@ def bench_tofu_cmd(
     force: ForceOpt = False,
     resume: ResumeOpt = False,
     seeds: SeedsOpt = None,
+    strict: StrictOpt = False,
+    prompt_template: PromptTemplateOpt = None,
+    answer_prefix: AnswerPrefixOpt = None,
+    chat: ChatOpt = False,
 ) -> None:
     """TOFU end to end: tiny target + oracle from the real data (or --model/--oracle), methods, suite, audit."""
     from obliviate.benchmarks import tofu
@@ -364,7 +449,8 @@ def bench_tofu_cmd(
     _bench(out, force, config, seed, methods, tofu.DEFAULT_METHODS,
            lambda cfg, o, log, command, r: tofu.run(o, cfg, split, authors, data, model, oracle, log, command,
                                                     resume=r),
-           attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle, resume=resume, seeds=seeds)
+           attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle, resume=resume, seeds=seeds,
+           strict=strict, prompt=_prompt_fields(prompt_template, answer_prefix, chat))
 
 
 @bench_app.command("muse")
@@ -425,6 +511,7 @@ def bench_tdec_cmd(
     seed: SeedOpt = 0,
     no_cache: NoCacheOpt = False,
     force: ForceOpt = False,
+    strict: StrictOpt = False,
 ) -> None:
     """TDEC: unlearn until MA and EL10 fall below their unseen-text values (Jang et al.); ga vs ihl vs fila."""
     from obliviate.benchmarks import tdec
@@ -433,7 +520,7 @@ def bench_tdec_cmd(
     _bench(out, force, config, seed, methods, tdec.DEFAULT_METHODS,
            lambda cfg, o, log, command, r: tdec.run(
         o, cfg, data, forget_set, model, unseen_arg, limit, max_tokens=max_tokens, log=log, command=command),
-           attacks=attacks, audit=audit, no_cache=no_cache)
+           attacks=attacks, audit=audit, no_cache=no_cache, strict=strict)
 
 
 @bench_app.command("wmdp")
@@ -495,6 +582,9 @@ def eval_cmd(
     out: Annotated[Path | None, typer.Option(help="write results.json/report.md here")] = None,
     force: Annotated[bool, typer.Option()] = False,
     allow_incomplete: AllowIncompleteOpt = False,
+    prompt_template: PromptTemplateOpt = None,
+    answer_prefix: AnswerPrefixOpt = None,
+    chat: ChatOpt = False,
 ) -> None:
     """Print a run's results, or evaluate a model on a benchmark (TOFU)."""
     from obliviate.report import load_results, print_table
@@ -508,14 +598,16 @@ def eval_cmd(
         if benchmark is None or model is None or data is None:
             _fail("give a RUN_DIR, or --benchmark, --data and --model")
         from obliviate.data.tofu import load_tofu
+        from obliviate.evaluate import EvalConfig
         from obliviate.pipeline import evaluate_models
 
         task = load_tofu(data, split, authors)
+        cfg = EvalConfig(prompt=_prompt_format(prompt_template, answer_prefix, chat))
     except (DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
 
     def job():
-        return evaluate_models(task, model, oracle, out, command=_command_line(), log=_log)
+        return evaluate_models(task, model, oracle, out, cfg, command=_command_line(), log=_log)
     results = job() if out is None else _run_in_dir(out, force, False, job)
     print_table(results, out_console)
 

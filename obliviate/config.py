@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from obliviate.data.collate import DEFAULT_PROMPT, PromptFormat
 from obliviate.data.task import DataError
 from obliviate.data.world import WorldConfig
 from obliviate.evaluate import EvalConfig
@@ -76,6 +77,7 @@ class RunConfig(BaseModel):
         description="per-method UnlearnConfig fields (lr, epochs, params, ...), on top of WORLD_METHOD_DEFAULTS")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    prompt: PromptFormat = Field(DEFAULT_PROMPT, description="prompt format of every method, metric and attack")
     cache: bool = True
     save_models: bool = True
     seeds: list[int] | None = Field(None, description="repeat unlearning and the audit with each of these "
@@ -88,6 +90,21 @@ class RunConfig(BaseModel):
         """The seed of unlearning and of the audit."""
         return self.seed if self.unlearn_seed is None else self.unlearn_seed
 
+    @model_validator(mode="after")
+    def _one_prompt_format(self) -> RunConfig:
+        """`prompt` is set once and copied into `unlearn` and `eval`, so that unlearning, evaluation
+        and the audit cannot disagree; a different `unlearn.prompt` / `eval.prompt` is an error."""
+        user_set = set(self.model_fields_set)
+        for section in ("unlearn", "eval"):
+            own = getattr(self, section)
+            if "prompt" in own.model_fields_set and own.prompt != self.prompt:
+                raise ValueError(f"{section}.prompt differs from prompt: set the prompt format once, under `prompt:`")
+            setattr(self, section, own.model_copy(update={"prompt": self.prompt}))
+        # copying the prompt is not the run file setting `unlearn` / `eval`: benchmarks read
+        # model_fields_set to decide where their own defaults apply
+        object.__setattr__(self, "__pydantic_fields_set__", user_set)
+        return self
+
     def unlearn_config(self, method: str, tiny: bool = True) -> UnlearnConfig:
         """The shared unlearning settings with this method's overrides on top (and, for the tiny
         models, the per-method settings tuned for them)."""
@@ -98,6 +115,7 @@ class RunConfig(BaseModel):
             merged["params"] = {**merged["params"], **layer.get("params", {})}
         merged["method"] = method
         merged["seed"] = self.run_seed
+        merged["prompt"] = self.prompt  # also when a benchmark replaced `unlearn` after validation
         try:
             return UnlearnConfig(**merged)
         except ValidationError as e:
@@ -130,7 +148,8 @@ def parse_run_config(data: dict[str, Any], source: str = "config") -> RunConfig:
         if err["type"] == "extra_forbidden":
             valid = _valid_keys(RunConfig, tuple(err["loc"]))
             raise DataError(f"{source}: unknown key {loc!r}; valid keys: {', '.join(valid)}") from e
-        raise DataError(f"{source}: {loc}: {err['msg']}") from e
+        msg = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+        raise DataError(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}") from e
 
 
 def load_run_config(path: Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:

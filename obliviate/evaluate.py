@@ -19,12 +19,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from obliviate import metrics as M
 from obliviate.data.collate import (
+    DEFAULT_PROMPT,
     Encoded,
+    PromptFormat,
     batches,
+    bos_ids,
     collate,
     collate_prompts,
+    context_length,
     encode,
     encode_prompt,
+    fit_prompt,
     pad_id_of,
 )
 from obliviate.data.task import ForgetTask, QAItem
@@ -44,6 +49,7 @@ class EvalConfig(BaseModel):
     knowledge: Literal["acc", "rouge"] = Field(
         "acc", description="the audit's per-item knowledge measure K: answer accuracy (short facts) or "
                            "ROUGE-L recall of the greedy answer (long answers, e.g. TOFU)")
+    prompt: PromptFormat = Field(DEFAULT_PROMPT, description="prompt format (set it once, under `prompt:`)")
 
 
 @dataclass
@@ -89,12 +95,32 @@ def score_sequences(model, encoded: list[Encoded], pad_id: int, batch_size: int 
     return out
 
 
+def fit_to_context(model, tokenizer, prompts: list[list[int]],
+                   max_new: list[int]) -> tuple[list[list[int]], list[int], int]:
+    """(prompts, max_new, n_cut): the prompts cut from the left (BOS kept) so that prompt + the
+    generation budget fit the model's context (in-context examples or a long question would
+    otherwise overflow the position embeddings: GPT-2 fails with "index out of range"), and how
+    many were cut. When something must be cut: one budget for all, the largest `max_new` (a batch
+    generates as many tokens as its longest budget), capped at half the context so the prompt
+    keeps the other half. When everything fits, nothing changes."""
+    context = context_length(model)
+    if context is None or not prompts or max(map(len, prompts)) + max(max_new) <= context:
+        return prompts, max_new, 0
+    budget = min(max(max_new), context // 2)
+    bos = bos_ids(tokenizer)
+    fitted = [fit_prompt(p, context - budget, bos) for p in prompts]
+    n_cut = sum(len(f) < len(p) for f, p in zip(fitted, prompts, strict=True))
+    return fitted, [min(n, budget) for n in max_new], n_cut
+
+
 @torch.no_grad()
 def generate_ids(model, tokenizer, prompts: list[list[int]], max_new: list[int], batch_size: int = 64,
                  order_key=None) -> list[list[int]]:
     """Greedy continuations of token-id prompts as token ids: left-padded batches (in the order
     of `order_key(i)`, default the prompt length), each cut at its own `max_new` and at EOS
-    (excluded). The one generation loop every metric and attack uses."""
+    (excluded); prompts too long for the context are cut from the left (`fit_to_context`; callers
+    that report the count call it first). The one generation loop every metric and attack uses."""
+    prompts, max_new, _ = fit_to_context(model, tokenizer, prompts, max_new)
     device = _model_device(model)
     pad = pad_id_of(tokenizer)
     eos = tokenizer.eos_token_id
@@ -122,13 +148,23 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new: list[int], bat
             for ids in generate_ids(model, tokenizer, prompts, max_new, batch_size)]
 
 
+def answer_budget(tokenizer, items: list[QAItem], cfg: EvalConfig) -> list[int]:
+    """New tokens to generate per item: `answer_len_factor` x the reference answer's tokens + 8,
+    at most `max_new_tokens`."""
+    return [min(cfg.max_new_tokens, int(cfg.answer_len_factor * len(tokenizer(" " + it.answer)["input_ids"])) + 8)
+            for it in items]
+
+
 def generate_answers(model, tokenizer, items: list[QAItem], cfg: EvalConfig | None = None,
-                     questions: list[str] | None = None) -> list[str]:
+                     questions: list[str] | None = None, counts: dict[str, int] | None = None) -> list[str]:
+    """Greedy answers to the items' questions in `cfg.prompt`; `counts["prompts_truncated"]` (when
+    given) is raised by the number of prompts cut to fit the context."""
     cfg = cfg or EvalConfig()
     questions = questions or [it.question for it in items]
-    prompts = [encode_prompt(tokenizer, q) for q in questions]
-    max_new = [min(cfg.max_new_tokens, int(cfg.answer_len_factor * len(tokenizer(" " + it.answer)["input_ids"])) + 8)
-               for it in items]
+    prompts, max_new, cut = fit_to_context(model, tokenizer, [encode_prompt(tokenizer, q, cfg.prompt)
+                                                              for q in questions], answer_budget(tokenizer, items, cfg))
+    if counts is not None:
+        counts["prompts_truncated"] = counts.get("prompts_truncated", 0) + cut
     return generate(model, tokenizer, prompts, max_new, cfg.batch_size)
 
 
@@ -149,19 +185,24 @@ def probe_set(model, tokenizer, items: list[QAItem], cfg: EvalConfig, generate_t
     pad = pad_id_of(tokenizer)
     seqs: list[Encoded] = []
     n = len(items)
+    max_length = min(cfg.max_length, context_length(model) or cfg.max_length)  # longer would not fit
+
+    def enc(it: QAItem, answer: str) -> Encoded:
+        return encode(tokenizer, it.question, answer, max_length, cfg.prompt)
+
     for it in items:
-        seqs.append(encode(tokenizer, it.question, it.answer, cfg.max_length))
+        seqs.append(enc(it, it.answer))
     para_at: list[int | None] = []
     pert_at: list[list[int]] = []
     for it in items:
         if perturbed and it.perturbed_answers:
             if it.paraphrased_answer:
                 para_at.append(len(seqs))
-                seqs.append(encode(tokenizer, it.question, it.paraphrased_answer, cfg.max_length))
+                seqs.append(enc(it, it.paraphrased_answer))
             else:
                 para_at.append(None)
             pert_at.append(list(range(len(seqs), len(seqs) + len(it.perturbed_answers))))
-            seqs += [encode(tokenizer, it.question, a, cfg.max_length) for a in it.perturbed_answers]
+            seqs += [enc(it, a) for a in it.perturbed_answers]
         else:
             para_at.append(None)
             pert_at.append([])
@@ -182,7 +223,9 @@ def probe_set(model, tokenizer, items: list[QAItem], cfg: EvalConfig, generate_t
         probe["pert_nll_avg"] = np.array([[nll_avg(scored[j]) for j in p[:k]] for p in pert_at])
         probe["has_paraphrase"] = any(p is not None for p in para_at)
     if generate_text:
-        probe["generation"] = generate_answers(model, tokenizer, items, cfg)
+        counts: dict[str, int] = {}
+        probe["generation"] = generate_answers(model, tokenizer, items, cfg, counts=counts)
+        probe["prompts_truncated"] = counts["prompts_truncated"]
     return probe
 
 
@@ -237,6 +280,8 @@ def evaluate(model, tokenizer, task: ForgetTask, cfg: EvalConfig | None = None,
             per_item[name] = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in vals.items()}
             if "generation" in probe:
                 generations[name] = probe["generation"]
+            if probe.get("prompts_truncated"):  # recorded only when it happened: cut from the left
+                flat[f"{name}_prompts_truncated"] = float(probe["prompts_truncated"])
             for key in ("prob", "rouge", "acc", "exact_mem", "extraction_strength"):
                 if key in vals:
                     flat[f"{name}_{key}"] = float(np.mean(vals[key]))

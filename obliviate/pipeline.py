@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from obliviate.config import RunConfig, dump_run_config
+from obliviate.data.collate import DEFAULT_PROMPT, PromptFormat
 from obliviate.data.task import DataError, ForgetTask
 from obliviate.evaluate import EvalConfig, EvalResult, evaluate, evaluate_with_reference
 from obliviate.memory import peak_memory
 from obliviate.models.cache import cache_key, cache_root
-from obliviate.models.load import load_model, save_model
+from obliviate.models.load import load_model, model_location, save_model, weights_sha256
 from obliviate.report.html import write_html_report
 from obliviate.report.results import provenance, write_per_item, write_results
 from obliviate.report.tables import markdown_table
@@ -70,6 +71,10 @@ def per_item_rows(name: str, task: ForgetTask, res: EvalResult) -> list[dict[str
 
 
 def _entry(res: EvalResult, **extra: Any) -> dict[str, Any]:
+    """A model's results; a `path` is stored absolute, with the sha256 of the weights it holds."""
+    if extra.get("path"):
+        extra["weights_sha256"] = weights_sha256(extra["path"])
+        extra["path"] = model_location(extra["path"])
     return {"metrics": res.metrics, "per_item": res.per_item, **extra}
 
 
@@ -149,7 +154,7 @@ def run_world(cfg: RunConfig, out: Path, log=print, command: str = "obliviate de
     task = generate_world(world_cfg)
     log(f"world: {len(task.forget)} forget / {len(task.retain)} retain facts, "
         f"{len(task.holdout)} holdout, {sum(len(v) for v in task.utility.values())} world facts")
-    dirs = prepare_tiny_models(task, world_corpus(task), cfg.model, cfg.train, cfg.seed, cfg.cache, log)
+    dirs = prepare_tiny_models(task, world_corpus(task), cfg.model, cfg.train, cfg.seed, cfg.cache, log, cfg.prompt)
     return run_task(task, dirs, cfg, out, log, command, resume=resume)
 
 
@@ -164,11 +169,11 @@ def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path,
     `resume`: continue the run in `out` (finished models are kept, an interrupted method goes on
     from its last checkpoint in `out/checkpoints/METHOD`).
     """
-    from obliviate.methods import get_method
+    from obliviate.methods import check_task, get_method
     from obliviate.rundir import finished, resume_state
 
     for m in cfg.methods:
-        get_method(m)
+        check_task(get_method(m), task)  # a missing field is one line, before any model loads
     out.mkdir(parents=True, exist_ok=True)
     prior, prior_rows = resume_state(out, cfg.model_dump(mode="json")) if resume else (None, [])
     dump_run_config(cfg, out / "config.yaml")
@@ -251,7 +256,11 @@ def audit_run(out: Path, results: dict[str, Any], task: ForgetTask, audit_cfg, e
         if not mdir.is_dir():
             mdir = Path(results["models"][name].get("path", ""))
         if not (mdir / "config.json").is_file():
-            raise DataError(f"{out}: no saved model for {name!r} (run without --no-save-models to audit)")
+            recorded = results["models"][name].get("path")
+            if recorded:
+                raise DataError(f"{out}: the {name} model recorded at {recorded} is not a model directory (moved "
+                                f"or deleted?)")
+            raise DataError(f"{out}: no saved model for {name!r} (run with save_models: true to audit)")
         model, tok = load_model(mdir)
         models[name] = (model, tok, mdir)
     t0 = time.perf_counter()
@@ -308,6 +317,11 @@ def run_user(model_name: str, task: ForgetTask, ucfg: UnlearnConfig, ecfg: EvalC
              sources: dict[str, str | None] | None = None, resume: bool = False) -> dict[str, Any]:
     """`obliviate unlearn`: any causal LM, the user's forget/retain files, one method.
     `sources` (forget/retain/holdout paths) go into config.yaml so `obliviate audit RUN_DIR` can reread them."""
+    from obliviate.methods import check_task, get_method
+
+    check_task(get_method(ucfg.method), task)  # a missing field is one line, before any model loads
+    model_name = model_location(model_name)
+    oracle = model_location(oracle) if oracle else None
     results: dict[str, Any] = {"benchmark": task.name, "seed": ucfg.seed,
                                "config": {"unlearn": ucfg.model_dump(), "eval": ecfg.model_dump(),
                                           "model": model_name, "oracle": oracle, "seed": ucfg.seed,
@@ -394,15 +408,19 @@ def audit_run_dir(run_dir: Path, audit_cfg, log=print) -> dict[str, Any]:
 
 def audit_external(model: str, target: str, oracle: str | None, forget: Path, retain: Path,
                    holdout: Path | None, out: Path, audit_cfg, seed: int = 0,
-                   log=print, command: str = "obliviate audit") -> dict[str, Any]:
-    """`obliviate audit --model U --target T [--oracle O] --forget F --retain R --out DIR`."""
+                   log=print, command: str = "obliviate audit", prompt: PromptFormat = DEFAULT_PROMPT) -> dict[str, Any]:
+    """`obliviate audit --model U --target T [--oracle O] --forget F --retain R --out DIR`; every model
+    is evaluated and attacked in the prompt format `prompt` (recorded in config.yaml)."""
     from obliviate.audit import audit_models
     from obliviate.data.jsonl import load_user_task
 
     task = load_user_task(forget, retain, holdout)
-    cfg = EvalConfig()
-    config = {"model": model, "target": target, "oracle": oracle, "forget": str(forget), "retain": str(retain),
-              "holdout": str(holdout) if holdout else None, "seed": seed, "eval": cfg.model_dump(),
+    cfg = EvalConfig(prompt=prompt)
+    model, target = model_location(model), model_location(target)
+    oracle = model_location(oracle) if oracle else None
+    config = {"model": model, "target": target, "oracle": oracle, "forget": str(forget.resolve()),
+              "retain": str(retain.resolve()), "holdout": str(holdout.resolve()) if holdout else None,
+              "seed": seed, "eval": cfg.model_dump(),
               "audit": audit_cfg.model_dump()}
     (out / "config.yaml").write_text(json.dumps(config, indent=1))
     names = {"unlearned": model, "target": target} | ({"oracle": oracle} if oracle else {})

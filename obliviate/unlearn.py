@@ -37,10 +37,18 @@ from accelerate.utils import GradientAccumulationPlugin, set_seed
 from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader
 
-from obliviate.data.collate import Encoded, collate, encode, encode_items, pad_id_of
+from obliviate.data.collate import (
+    DEFAULT_PROMPT,
+    Encoded,
+    PromptFormat,
+    collate,
+    encode,
+    encode_items,
+    pad_id_of,
+)
 from obliviate.data.refusals import refusals
 from obliviate.data.task import DataError, ForgetTask
-from obliviate.methods import Method, get_method, make_params
+from obliviate.methods import Method, check_task, get_method, make_params
 from obliviate.methods._losses import sequence_logp
 from obliviate.progress import progress
 
@@ -67,6 +75,7 @@ class UnlearnConfig(BaseModel):
     max_length: int = 512
     checkpoint_every: int = Field(50, ge=0, description="optimizer steps between resumable checkpoints "
                                   "(when the run has a checkpoint directory; 0: never)")
+    prompt: PromptFormat = Field(DEFAULT_PROMPT, description="prompt format (set it once, under `prompt:`)")
 
 
 @dataclass
@@ -227,6 +236,7 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
     method: Method = get_method(cfg.method)
     params = make_params(method, cfg.params)
     task.validate()
+    check_task(method, task)
     if any(it.is_text for it in task.forget) and method.refusals:
         raise DataError(f"method {method.name!r} needs questions to refuse; the forget set is raw text")
     set_seed(cfg.seed)
@@ -236,12 +246,13 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=cfg.grad_accum, sync_with_dataloader=False),
         mixed_precision=cfg.mixed_precision)
     pad = pad_id_of(tokenizer)
-    forget_enc = encode_items(tokenizer, task.forget, cfg.max_length)
-    retain_enc = encode_items(tokenizer, task.retain, cfg.max_length)
+    forget_enc = encode_items(tokenizer, task.forget, cfg.max_length, cfg.prompt)
+    retain_enc = encode_items(tokenizer, task.retain, cfg.max_length, cfg.prompt)
     refusal_enc = None
     if method.refusals:
         pool, rng = refusals(), random.Random(cfg.seed)
-        refusal_enc = [encode(tokenizer, it.question, rng.choice(pool), cfg.max_length) for it in task.forget]
+        refusal_enc = [encode(tokenizer, it.question, rng.choice(pool), cfg.max_length, cfg.prompt)
+                       for it in task.forget]
 
     device = accelerator.device
     model.to(device)

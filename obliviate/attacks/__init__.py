@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from obliviate.data.collate import DEFAULT_PROMPT, PromptFormat
 from obliviate.data.task import DataError, ForgetTask, QAItem
 
 
@@ -36,6 +37,7 @@ class AttackContext:
     seed: int = 0
     model_dir: Path | None = None  # where the attacked model lives on disk (for libraries that load from disk)
     params: dict[str, Any] = field(default_factory=dict)  # per-attack options, e.g. {"include_lm_head": True}
+    prompt: PromptFormat = DEFAULT_PROMPT  # the run's prompt format: probes, calibration and relearning use it
 
 
 @dataclass
@@ -44,7 +46,7 @@ class Attacked:
 
     `forget_items` / `retain_items`: the items whose answers are checked (default: the task's
     forget_eval / retain_eval). `forget_prompts` / `retain_prompts`: token-id prompts aligned
-    with those items, replacing the default "Question: {q}\\nAnswer:" prompt (probe attacks).
+    with those items, replacing the run's prompt of each question (probe attacks).
     """
 
     model: Any

@@ -45,6 +45,7 @@ import torch
 from obliviate.attacks import AttackContext, Attacked, register, resolve_params
 from obliviate.attacks.gptq import calibration_batches, quantize_layer_by_layer
 from obliviate.attacks.quantize import resolve_group_size
+from obliviate.models.modules import matrix
 
 BACKEND = "obliviate-awq (paper fallback)"
 
@@ -118,16 +119,18 @@ def awq4(model, ctx: AttackContext) -> Attacked:
 
     def quantize_layer(index, linears, observers):
         for name, linear in linears.items():
-            g = resolve_group_size(linear.in_features, p.group_size)
-            groups[str(linear.in_features)] = g
-            weight, alpha = awq_quantize(linear.weight, observers[name].inputs(), p.bits, g, alphas)
-            linear.weight.copy_(weight)
+            w = matrix(linear)  # (out, in), a view for GPT-2's Conv1D
+            g = resolve_group_size(w.shape[1], p.group_size)
+            groups[str(w.shape[1])] = g
+            weight, alpha = awq_quantize(w, observers[name].inputs(), p.bits, g, alphas)
+            w.copy_(weight)
             chosen[f"layers.{index}.{name}"] = alpha
 
-    quantize_layer_by_layer(qmodel, calib, lambda _m: ActivationStore(), quantize_layer,
-                            inputs_from_quantized=False)
+    n_layers = quantize_layer_by_layer(qmodel, calib, lambda _m: ActivationStore(), quantize_layer,
+                                       inputs_from_quantized=False)
     return Attacked(model=qmodel, info={
-        "bits": p.bits, "group_size": p.group_size, "group_size_by_in_features": groups, "zero_point": True,
+        "bits": p.bits, "n_layers": n_layers, "group_size": p.group_size, "group_size_by_in_features": groups,
+        "zero_point": True,
         "n_grid": p.n_grid, "alpha": chosen, "alpha_mean": sum(chosen.values()) / max(len(chosen), 1),
         "n_calibration": n_calibration, "calibration": "retain", "fake_quant": True, "backend": BACKEND,
     })

@@ -57,6 +57,7 @@ from torch import nn
 from obliviate.attacks import AttackContext, Attacked, register, resolve_params
 from obliviate.attacks.quantize import resolve_group_size
 from obliviate.data.collate import batches, collate, encode_items, pad_id_of
+from obliviate.models.modules import decoder_layers, in_features, matrix, real_token_rows, weight_matrices
 
 BACKEND = "obliviate-gptq (paper fallback)"
 
@@ -174,23 +175,15 @@ class HessianAccumulator:
 # ---------------------------------------------------------------------------------------------
 
 def calibration_batches(ctx: AttackContext, n: int, max_length: int, batch_size: int) -> tuple[list[dict], int]:
-    """Padded batches of `n` retain items (prompt + answer) sampled with the seed, and their count."""
+    """Padded batches of `n` retain items (prompt + answer, in the run's prompt format) sampled
+    with the seed, and their count."""
     retain = list(ctx.task.retain)
     if not retain:
         raise ValueError(f"task {ctx.task.name!r}: no retain items to calibrate on")
     items = random.Random(ctx.seed).sample(retain, min(n, len(retain)))
-    encoded = encode_items(ctx.tokenizer, items, max_length)
+    encoded = encode_items(ctx.tokenizer, items, max_length, ctx.prompt)
     pad = pad_id_of(ctx.tokenizer)
     return [collate([encoded[i] for i in idx], pad) for idx in batches(len(encoded), batch_size)], len(items)
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The stack of decoder layers: the ModuleList with config.num_hidden_layers entries."""
-    n = getattr(model.config, "num_hidden_layers", None)
-    for _, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == n:
-            return module
-    raise ValueError(f"cannot find the {n} decoder layers of {type(model).__name__}")
 
 
 class _Captured(Exception):
@@ -236,23 +229,27 @@ def _first_layer_inputs(model: nn.Module, layers: nn.ModuleList, calib: list[dic
     return inputs
 
 
-def quantize_layer_by_layer(model: nn.Module, calib: list[dict], make_observer: Callable[[nn.Linear], object],
-                            quantize_layer: Callable[[int, dict[str, nn.Linear], dict[str, object]], None],
-                            inputs_from_quantized: bool) -> None:
+def quantize_layer_by_layer(model: nn.Module, calib: list[dict], make_observer: Callable[[nn.Module], object],
+                            quantize_layer: Callable[[int, dict[str, nn.Module], dict[str, object]], None],
+                            inputs_from_quantized: bool) -> int:
     """Walk the decoder layers in order. For each: run the calibration inputs through it with a
-    hook feeding each nn.Linear's real-token inputs to `make_observer(linear).add(x)`, then call
-    `quantize_layer(index, linears, observers)` (which edits the weights in place). The next
-    layer's inputs are this layer's outputs after quantization (GPTQ) or before it (AWQ)."""
+    hook feeding each weight matrix's (nn.Linear / Conv1D, `obliviate.models.modules`) real-token
+    inputs, (tokens, in_features), to `make_observer(module).add(x)`, then call
+    `quantize_layer(index, modules, observers)` (which edits the weights in place). The next
+    layer's inputs are this layer's outputs after quantization (GPTQ) or before it (AWQ).
+    Returns the number of weight matrices quantized; none is an error (nothing was attacked)."""
     layers = decoder_layers(model)
     current: list[torch.Tensor] = []  # the token mask of the batch being run
+    n_quantized = 0
 
     def hook(observer):
-        return lambda _module, args, _out: observer.add(args[0][current[0]])
+        # OPT flattens to (batch * seq, d) before fc1 / fc2: real_token_rows handles both layouts
+        return lambda _module, args, _out: observer.add(real_token_rows(args[0], current[0]))
 
     with torch.no_grad():
         states = _first_layer_inputs(model, layers, calib)
         for index, layer in enumerate(layers):
-            linears = {name: m for name, m in layer.named_modules() if isinstance(m, nn.Linear)}
+            linears = dict(weight_matrices(layer))
             observers = {name: make_observer(m) for name, m in linears.items()}
             handles = [m.register_forward_hook(hook(observers[name])) for name, m in linears.items()]
             try:
@@ -264,9 +261,13 @@ def quantize_layer_by_layer(model: nn.Module, calib: list[dict], make_observer: 
                 for h in handles:
                     h.remove()
             quantize_layer(index, linears, observers)
+            n_quantized += len(linears)
             if inputs_from_quantized:
                 outputs = [state.call(layer) for state in states]
             states = [state.with_hidden(out) for state, out in zip(states, outputs, strict=True)]
+    if not n_quantized:
+        raise ValueError(f"{type(model).__name__}: no weight matrix (nn.Linear or Conv1D) in its decoder layers")
+    return n_quantized
 
 
 @register("gptq4", "GPTQ 4-bit, group 128, damp 0.01, calibrated on retain items (Frantar et al. 2023)",
@@ -279,15 +280,17 @@ def gptq4(model, ctx: AttackContext) -> Attacked:
 
     def quantize_layer(_index, linears, observers):
         for name, linear in linears.items():
-            g = resolve_group_size(linear.in_features, p.group_size)
-            groups[str(linear.in_features)] = g
-            result = gptq_quantize(linear.weight, observers[name].hessian(), p.bits, g, p.damp, p.act_order)
-            linear.weight.copy_(result.weight)
+            w = matrix(linear)  # (out, in), a view for GPT-2's Conv1D
+            g = resolve_group_size(w.shape[1], p.group_size)
+            groups[str(w.shape[1])] = g
+            result = gptq_quantize(w, observers[name].hessian(), p.bits, g, p.damp, p.act_order)
+            w.copy_(result.weight)
 
-    quantize_layer_by_layer(qmodel, calib, lambda m: HessianAccumulator(m.in_features), quantize_layer,
-                            inputs_from_quantized=True)
+    n_layers = quantize_layer_by_layer(qmodel, calib, lambda m: HessianAccumulator(in_features(m)), quantize_layer,
+                                       inputs_from_quantized=True)
     return Attacked(model=qmodel, info={
-        "bits": p.bits, "group_size": p.group_size, "group_size_by_in_features": groups, "damp": p.damp,
+        "bits": p.bits, "n_layers": n_layers, "group_size": p.group_size, "group_size_by_in_features": groups,
+        "damp": p.damp,
         "symmetric": True, "act_order": p.act_order, "n_calibration": n_calibration, "calibration": "retain",
         "fake_quant": True, "backend": BACKEND,
     })

@@ -6,12 +6,14 @@
   context; here the context never holds the probed fact, so a correct answer means the fact
   itself was still in the weights and the context only unlocked it. The same is done for the
   retain set with other retain facts as context: the control for "context helps in general".
-- `paraphrase`: the paraphrased question (items without one keep their question).
-- `prompt_format`: "Q: {question}\\nA:" instead of the trained "Question: {question}\\nAnswer:";
+- `paraphrase`: the paraphrased question (items without one keep their question); unavailable
+  when no forget item has one (it would be the plain probe relabelled).
+- `prompt_format`: "Q: {question}\\nA:" instead of the run's prompt format (`ctx.prompt`);
   unlearning that only suppresses answers after the trained template shows up as recovery
   here, while a model that forgot the fact stays at chance in any format.
 
-Prompts are token ids aligned with the items; the audit generates from them greedily.
+Prompts are token ids aligned with the items, in the run's prompt format (`ctx.prompt`) except
+where the attack changes it; the audit generates from them greedily.
 Nothing here touches the model's weights.
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import random
 
 from obliviate.attacks import AttackContext, Attacked, AttackUnavailable, check_params, register
-from obliviate.data.collate import encode, encode_prompt
+from obliviate.data.collate import DEFAULT_PROMPT, PromptFormat, encode, encode_prompt
 from obliviate.data.task import QAItem
 
 PROMPT_FORMAT_TEMPLATE = "Q: {question}\nA:"
@@ -49,33 +51,35 @@ def choose_context(probed: QAItem, pool: list[QAItem], k: int, rng: random.Rando
     return chosen + rng.sample(same, min(k - len(chosen), len(same)))
 
 
-def in_context_prompt(tokenizer, probed: QAItem, context: list[QAItem]) -> list[int]:
-    """BOS + ("Question: q\\nAnswer: a" + "\\n\\n") per context fact + the standard prompt.
+def in_context_prompt(tokenizer, probed: QAItem, context: list[QAItem],
+                      fmt: PromptFormat = DEFAULT_PROMPT) -> list[int]:
+    """BOS + (prompt + answer + "\\n\\n") per context fact + the prompt of the probed question.
 
-    Each piece is tokenized as in training (`encode`: prompt, then " " + answer), so the
-    final tokens equal `encode_prompt(question)` without its BOS, and BOS appears once.
+    Each piece is tokenized as in training (`encode` in the format `fmt`: prompt, then answer
+    prefix + answer), so the final tokens equal `encode_prompt(question, fmt)` without its BOS,
+    and BOS appears once.
     """
     bos = encode_prompt(tokenizer, None)
     sep = list(tokenizer(CONTEXT_SEPARATOR, add_special_tokens=False)["input_ids"])
     ids = list(bos)
     for it in context:
-        enc = encode(tokenizer, it.question, it.answer)
+        enc = encode(tokenizer, it.question, it.answer, fmt=fmt)
         answer = enc.answer_ids
         if answer and answer[-1] == tokenizer.eos_token_id:
             answer = answer[:-1]
         ids += _without_bos(enc.prompt_ids, bos) + answer + sep
-    return ids + _without_bos(encode_prompt(tokenizer, probed.question), bos)
+    return ids + _without_bos(encode_prompt(tokenizer, probed.question, fmt), bos)
 
 
 def _in_context_prompts(tokenizer, items: list[QAItem], pool: list[QAItem], k: int,
-                        seed: int) -> list[list[int]]:
+                        seed: int, fmt: PromptFormat) -> list[list[int]]:
     rng = random.Random(seed)
     prompts = []
     for it in items:
         if it.is_text:  # a raw text has no question to put after the context
             prompts.append(encode_prompt(tokenizer, None))
         else:
-            prompts.append(in_context_prompt(tokenizer, it, choose_context(it, pool, k, rng)))
+            prompts.append(in_context_prompt(tokenizer, it, choose_context(it, pool, k, rng), fmt))
     return prompts
 
 
@@ -93,19 +97,20 @@ def in_context(model, ctx: AttackContext) -> Attacked:
     return Attacked(
         model=model,
         forget_items=task.forget_eval,
-        forget_prompts=_in_context_prompts(ctx.tokenizer, task.forget_eval, task.forget_eval, k, ctx.seed),
+        forget_prompts=_in_context_prompts(ctx.tokenizer, task.forget_eval, task.forget_eval, k, ctx.seed, ctx.prompt),
         retain_items=task.retain_eval,
-        retain_prompts=_in_context_prompts(ctx.tokenizer, task.retain_eval, retain_pool, k, ctx.seed),
+        retain_prompts=_in_context_prompts(ctx.tokenizer, task.retain_eval, retain_pool, k, ctx.seed, ctx.prompt),
         info={"k": k},
     )
 
 
-def _plain_prompts(tokenizer, items: list[QAItem], question_of, template: str | None = None) -> list[list[int]]:
+def _plain_prompts(tokenizer, items: list[QAItem], question_of, fmt: PromptFormat,
+                   template: str | None = None) -> list[list[int]]:
     out = []
     for it in items:
         q = question_of(it)
         if q is None or template is None:
-            out.append(encode_prompt(tokenizer, q))
+            out.append(encode_prompt(tokenizer, q, fmt))
         else:
             out.append(list(tokenizer(template.format(question=q), add_special_tokens=True)["input_ids"]))
     return out
@@ -120,12 +125,15 @@ def paraphrase(model, ctx: AttackContext) -> Attacked:
         return it.paraphrased_question or it.question
 
     n = sum(it.paraphrased_question is not None for it in task.forget_eval)
+    if n == 0:
+        raise AttackUnavailable("paraphrase: no forget item has a paraphrased question (field "
+                                "`paraphrased_question`); the probe would be the plain prompt relabelled")
     return Attacked(
         model=model,
         forget_items=task.forget_eval,
-        forget_prompts=_plain_prompts(ctx.tokenizer, task.forget_eval, question_of),
+        forget_prompts=_plain_prompts(ctx.tokenizer, task.forget_eval, question_of, ctx.prompt),
         retain_items=task.retain_eval,
-        retain_prompts=_plain_prompts(ctx.tokenizer, task.retain_eval, question_of),
+        retain_prompts=_plain_prompts(ctx.tokenizer, task.retain_eval, question_of, ctx.prompt),
         info={"n_paraphrased": n, "n_items": len(task.forget_eval)},
     )
 
@@ -141,8 +149,10 @@ def prompt_format(model, ctx: AttackContext) -> Attacked:
     return Attacked(
         model=model,
         forget_items=task.forget_eval,
-        forget_prompts=_plain_prompts(ctx.tokenizer, task.forget_eval, question_of, PROMPT_FORMAT_TEMPLATE),
+        forget_prompts=_plain_prompts(ctx.tokenizer, task.forget_eval, question_of, ctx.prompt,
+                                      PROMPT_FORMAT_TEMPLATE),
         retain_items=task.retain_eval,
-        retain_prompts=_plain_prompts(ctx.tokenizer, task.retain_eval, question_of, PROMPT_FORMAT_TEMPLATE),
+        retain_prompts=_plain_prompts(ctx.tokenizer, task.retain_eval, question_of, ctx.prompt,
+                                      PROMPT_FORMAT_TEMPLATE),
         info={"template": PROMPT_FORMAT_TEMPLATE},
     )

@@ -4,8 +4,10 @@ Zhang et al. 2025, "Catastrophic Failure of LLM Unlearning via Quantization" (IC
 unlearning with a small learning rate moves each weight by far less than one quantization
 step, so the unlearned model U and the target T round to (almost) the same integer codes, and
 4-bit U answers like T again (forget-set knowledge retained: 21% in full precision, 83% at
-4 bits). The attacks here quantize every `nn.Linear` of the decoder (attention and MLP
-projections); the LM head and the embeddings stay in full precision unless
+4 bits). The attacks here quantize every weight matrix of the decoder (attention and MLP
+projections: `nn.Linear`, and GPT-2's transposed `Conv1D`, found by
+`obliviate.models.modules.weight_matrices`); an attack that finds none is unavailable, never a
+score. The LM head and the embeddings stay in full precision unless
 `ctx.params["include_lm_head"]` (an LM head tied to the input embedding then changes both).
 
 - `rtn8`, `rtn4`, `rtn3`, `rtn4_asym`, `rtn4_channel`: round-to-nearest (RTN) fake
@@ -47,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from obliviate.attacks import AttackContext, Attacked, AttackUnavailable, check_params, register
+from obliviate.models.modules import in_features, matrix, out_features, weight_matrices
 
 _INSTALL_QUANT = "pip install 'obliviate[quant]'"
 
@@ -120,16 +123,17 @@ def int_step(w: Tensor, bits: int = 4, group_size: int | None = 128) -> tuple[Te
 
 
 # ---------------------------------------------------------------------------------------------
-# Which layers: every nn.Linear of the decoder, the LM head only on request
+# Which layers: every weight matrix of the decoder, the LM head only on request
 # ---------------------------------------------------------------------------------------------
 
-def quantized_linears(model: nn.Module, include_lm_head: bool = False) -> Iterator[tuple[str, nn.Linear]]:
-    """`(name, module)` of every `nn.Linear` in `model` except its output embedding (LM head)."""
-    get_head = getattr(model, "get_output_embeddings", None)
-    head = get_head() if callable(get_head) else None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and (include_lm_head or module is not head):
-            yield name, module
+def quantized_layers(model: nn.Module, include_lm_head: bool, attack: str) -> list[tuple[str, nn.Module]]:
+    """`weight_matrices(model)`, or `AttackUnavailable` when there is none: an attack that
+    quantized nothing would report the unattacked model's score as the attacked one's."""
+    layers = list(weight_matrices(model, include_lm_head))
+    if not layers:
+        raise AttackUnavailable(f"{attack}: {type(model).__name__} has no weight matrix (nn.Linear or Conv1D) "
+                                f"outside the LM head to quantize")
+    return layers
 
 
 def _tied_head(model: nn.Module) -> bool:
@@ -157,9 +161,10 @@ def rtn_attack(model: nn.Module, ctx: AttackContext, bits: int, group_size: int 
     attacked = copy.deepcopy(model)
     used: dict[str, int] = {}
     with torch.no_grad():
-        for layer, module in quantized_linears(attacked, include_head):
-            module.weight.copy_(fake_quantize(module.weight, bits, group_size, symmetric)[0])
-            used[layer] = resolve_group_size(module.in_features, group_size)
+        for layer, module in quantized_layers(attacked, include_head, name):
+            w = matrix(module)  # (out, in) whatever the module's layout
+            w.copy_(fake_quantize(w, bits, group_size, symmetric)[0])
+            used[layer] = resolve_group_size(w.shape[1], group_size)
     info = {"method": "rtn", "bits": bits, "symmetric": symmetric, **_group_info(group_size, used),
             "n_layers": len(used), "include_lm_head": include_head}
     if include_head and _tied_head(attacked):
@@ -229,30 +234,32 @@ def _silence_int8_cast_warning() -> None:
         log.addFilter(_DropInt8CastWarning())
 
 
-def _check_4bit_shapes(layers: list[tuple[str, nn.Linear]], attack: str, version: str) -> None:
+def _check_4bit_shapes(layers: list[tuple[str, nn.Module]], attack: str, version: str) -> None:
     """bitsandbytes 0.50.2's CPU 4-bit dequantization kernel is silently wrong when a row of
     the weight is not a whole number of 64-blocks (seen with in_features 32, 96, 160: most
     weights dequantized to the wrong values), so such a layer makes the attack unavailable.
     (Its bf16 repacked CPU path also needs out_features % 32 == 0; that path is switched off.)"""
     for layer, module in layers:
-        if module.weight.device.type == "cpu" and module.in_features % BNB_BLOCKSIZE:
+        if module.weight.device.type == "cpu" and in_features(module) % BNB_BLOCKSIZE:
             raise AttackUnavailable(
-                f"{attack}: layer {layer} has in_features {module.in_features}, not a multiple of "
+                f"{attack}: layer {layer} has in_features {in_features(module)}, not a multiple of "
                 f"{BNB_BLOCKSIZE}; bitsandbytes {version} 4-bit on CPU needs that (give the model hidden and "
                 f"intermediate sizes that are multiples of 128)")
 
 
-def _bnb_linear(bnb, module: nn.Linear, mode: str, double_quant: bool) -> nn.Module:
+def _bnb_linear(bnb, module: nn.Module, mode: str, double_quant: bool) -> nn.Module:
+    """A bitsandbytes linear computing what `module` (nn.Linear or Conv1D) computes."""
     device = module.weight.device
-    weight = module.weight.detach().clone()
+    weight = matrix(module).detach().contiguous().clone()  # (out, in): a Conv1D's weight transposed
+    n_in, n_out = in_features(module), out_features(module)
     if mode == "int8":
-        new = bnb.nn.Linear8bitLt(module.in_features, module.out_features, bias=module.bias is not None,
+        new = bnb.nn.Linear8bitLt(n_in, n_out, bias=module.bias is not None,
                                   has_fp16_weights=False, threshold=6.0, device="meta")
         # Int8Params quantizes (row-wise absmax, LLM.int8 eq. 1) when moved to a device.
         new.weight = bnb.nn.Int8Params(weight.cpu(), requires_grad=False, has_fp16_weights=False)
     else:
         compute = torch.float32 if device.type == "cpu" else module.weight.dtype
-        new = bnb.nn.Linear4bit(module.in_features, module.out_features, bias=module.bias is not None,
+        new = bnb.nn.Linear4bit(n_in, n_out, bias=module.bias is not None,
                                 compute_dtype=compute, compress_statistics=double_quant, quant_type=mode,
                                 device="meta")
         new.weight = bnb.nn.Params4bit(weight.cpu(), requires_grad=False, quant_type=mode,
@@ -275,13 +282,13 @@ def bnb_attack(model: nn.Module, ctx: AttackContext, mode: str, name: str) -> At
     double_quant = bool(ctx.params.get("double_quant", False))  # transformers' default: off
     bnb = _import_bitsandbytes(name)
     version = getattr(bnb, "__version__", "?")
-    layers = list(quantized_linears(model, include_head))
+    layers = quantized_layers(model, include_head, name)
     if mode == "int8":
         _silence_int8_cast_warning()
     else:
         _check_4bit_shapes(layers, name, version)
     attacked = copy.deepcopy(model)
-    replaced = list(quantized_linears(attacked, include_head))
+    replaced = quantized_layers(attacked, include_head, name)
     try:
         for layer, module in replaced:
             parent, _, child = layer.rpartition(".")
@@ -331,10 +338,11 @@ def noise_int4(model, ctx: AttackContext) -> Attacked:
     gen = torch.Generator().manual_seed(ctx.seed)
     used: dict[str, int] = {}
     with torch.no_grad():
-        for layer, module in quantized_linears(attacked, include_head):
-            step, used[layer] = int_step(module.weight, 4, 128)
+        for layer, module in quantized_layers(attacked, include_head, "noise_int4"):
+            w = matrix(module)
+            step, used[layer] = int_step(w, 4, 128)
             noise = torch.randn(step.shape, generator=gen) * step
-            module.weight.add_(noise.to(module.weight.device, module.weight.dtype))
+            w.add_(noise.to(w.device, w.dtype))
     info = {"method": "gaussian_noise", "std": "int4 symmetric step", "bits": 4, "symmetric": True,
             **_group_info(128, used), "n_layers": len(used), "include_lm_head": include_head, "seed": ctx.seed}
     return Attacked(model=attacked, info=info)
@@ -347,11 +355,11 @@ def noise_int4(model, ctx: AttackContext) -> Attacked:
 def _paired_weights(target: nn.Module, unlearned: nn.Module,
                     include_lm_head: bool) -> Iterator[tuple[Tensor, Tensor]]:
     other = dict(unlearned.named_modules())
-    for name, module in quantized_linears(target, include_lm_head):
+    for name, module in weight_matrices(target, include_lm_head):
         peer = other.get(name)
         if peer is None or getattr(peer, "weight", None) is None or peer.weight.shape != module.weight.shape:
             raise ValueError(f"layer {name}: missing or shaped differently in the unlearned model")
-        yield module.weight.detach(), peer.weight.detach().to(module.weight.device)
+        yield matrix(module).detach(), matrix(peer).detach().to(module.weight.device)
 
 
 def quantized_change_fraction(target: nn.Module, unlearned: nn.Module, bits: int = 4,
@@ -366,7 +374,7 @@ def quantized_change_fraction(target: nn.Module, unlearned: nn.Module, bits: int
         qu = quantize_codes(wu, bits, group_size, symmetric)[0]
         changed += int((qt != qu).sum())
         total += qt.numel()
-    return changed / total if total else 0.0
+    return changed / total if total else float("nan")  # no weight matrix: nothing was measured
 
 
 def relative_weight_change(target: nn.Module, unlearned: nn.Module, include_lm_head: bool = False) -> float:
@@ -375,7 +383,7 @@ def relative_weight_change(target: nn.Module, unlearned: nn.Module, include_lm_h
     for wt, wu in _paired_weights(target, unlearned, include_lm_head):
         diff += float(((wu.float() - wt.float()) ** 2).sum())
         norm += float((wt.float() ** 2).sum())
-    return (diff / norm) ** 0.5 if norm else 0.0
+    return (diff / norm) ** 0.5 if norm else float("nan")
 
 
 def mean_step_ratio(target: nn.Module, unlearned: nn.Module, bits: int = 4, group_size: int | None = 128,
@@ -390,4 +398,4 @@ def mean_step_ratio(target: nn.Module, unlearned: nn.Module, bits: int = 4, grou
         keep = step > 0
         ratio_sum += float(((wu.float() - wt.float()).abs()[keep] / step[keep]).sum())
         count += int(keep.sum())
-    return ratio_sum / count if count else 0.0
+    return ratio_sum / count if count else float("nan")

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 
 from obliviate.attacks import AttackContext, Attacked, AttackUnavailable, register, resolve_params
-from obliviate.data.collate import batches, collate, encode_items, pad_id_of
+from obliviate.data.collate import DEFAULT_PROMPT, PromptFormat, batches, collate, encode_items, pad_id_of
 from obliviate.data.task import QAItem
-from obliviate.evaluate import greedy_accuracy
+from obliviate.evaluate import EvalConfig, greedy_accuracy
 from obliviate.methods._losses import MODEL_KEYS, nll_mean
 
 
@@ -76,16 +76,17 @@ def _device_batch(batch: dict, device: torch.device) -> dict:
 
 
 def finetune(model, tokenizer, items: list[QAItem], epochs: int, lr: float, seed: int,
-             batch_size: int = 8, weight_decay: float = 0.0) -> float:
+             batch_size: int = 8, weight_decay: float = 0.0, fmt: PromptFormat = DEFAULT_PROMPT) -> float:
     """Plain fine-tuning for a fixed number of epochs (answer tokens only, AdamW, clip 1.0).
 
     Unlike `models.tiny.train_lm` it never stops on accuracy: an attack spends a fixed budget.
-    The same seed gives every lr of a sweep the same data order. Returns the last batch loss.
+    The same seed gives every lr of a sweep the same data order; items are encoded in the run's
+    prompt format `fmt`. Returns the last batch loss.
     """
     rng = random.Random(seed)
     torch.manual_seed(seed)
     device = next(model.parameters()).device
-    encoded = encode_items(tokenizer, items)
+    encoded = encode_items(tokenizer, items, fmt=fmt)
     pad = pad_id_of(tokenizer)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -105,9 +106,9 @@ def finetune(model, tokenizer, items: list[QAItem], epochs: int, lr: float, seed
 
 
 @torch.no_grad()
-def _mean_nll(model, tokenizer, items: list[QAItem], batch_size: int = 32) -> float:
+def _mean_nll(model, tokenizer, items: list[QAItem], fmt: PromptFormat, batch_size: int = 32) -> float:
     device = next(model.parameters()).device
-    encoded, pad = encode_items(tokenizer, items), pad_id_of(tokenizer)
+    encoded, pad = encode_items(tokenizer, items, fmt=fmt), pad_id_of(tokenizer)
     total, n = 0.0, 0
     for idx in batches(len(encoded), batch_size):
         total += float(nll_mean(model, _device_batch(collate([encoded[i] for i in idx], pad), device))) * len(idx)
@@ -127,11 +128,11 @@ def relearn_sweep(model, ctx: AttackContext, train: list[QAItem], held_out: list
         lr = float(lr)
         attacked = copy.deepcopy(model)
         undo = prepare(attacked) if prepare is not None else None
-        finetune(attacked, ctx.tokenizer, train, p.epochs, lr, ctx.seed, p.batch_size, p.weight_decay)
+        finetune(attacked, ctx.tokenizer, train, p.epochs, lr, ctx.seed, p.batch_size, p.weight_decay, ctx.prompt)
         if undo is not None:
             undo()
-        per_lr[lr] = greedy_accuracy(attacked, ctx.tokenizer, held_out)
-        per_lr_nll[lr] = _mean_nll(attacked, ctx.tokenizer, held_out)
+        per_lr[lr] = greedy_accuracy(attacked, ctx.tokenizer, held_out, EvalConfig(prompt=ctx.prompt))
+        per_lr_nll[lr] = _mean_nll(attacked, ctx.tokenizer, held_out, ctx.prompt)
         key = (per_lr[lr], -per_lr_nll[lr])
         if best_key is None or key > best_key:
             best, best_key, best_lr = attacked, key, lr
@@ -170,6 +171,6 @@ def relearn_benign(model, ctx: AttackContext) -> Attacked:
         raise ValueError("relearn_benign: the task has no retain items to train on")
     train = random.Random(ctx.seed).sample(pool, min(p.n_items, len(pool)))
     attacked = copy.deepcopy(model)
-    finetune(attacked, ctx.tokenizer, train, p.epochs, p.lr, ctx.seed, p.batch_size, p.weight_decay)
+    finetune(attacked, ctx.tokenizer, train, p.epochs, p.lr, ctx.seed, p.batch_size, p.weight_decay, ctx.prompt)
     return Attacked(model=attacked, forget_items=None, info={
         "lr": p.lr, "epochs": p.epochs, "n_train": len(train), "batch_size": p.batch_size})

@@ -286,6 +286,7 @@ def audit_model(model, tokenizer, task: ForgetTask, attacks: list[str], params: 
                 max_tokens: int, el_prefixes: int | None, seed: int, batch_size: int = 64) -> dict[str, dict]:
     """Forget MA/EL10 of `model` under each weight attack ({attack: row or {"unavailable": why}})."""
     from obliviate.attacks import AttackContext, AttackUnavailable, get_attack
+    from obliviate.audit import attack_error
 
     rows: dict[str, dict] = {}
     for name in attacks:
@@ -299,6 +300,11 @@ def audit_model(model, tokenizer, task: ForgetTask, attacks: list[str], params: 
             attacked = attack.run(model, ctx)
         except AttackUnavailable as e:
             rows[name] = {"unavailable": str(e)}
+            continue
+        except DataError:
+            raise
+        except Exception as e:  # noqa: BLE001 - as in obliviate.audit.run_attacks: record it, go on
+            rows[name] = {"unavailable": attack_error(e)}
             continue
         m = attacked.model
         rows[name] = {"forget_ma": float(text_scores(m, tokenizer, task.forget, max_tokens, batch_size)["ma"].mean()),

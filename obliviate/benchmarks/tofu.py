@@ -28,7 +28,7 @@ def tofu_models(cfg: RunConfig, data: Path | None, split: str, authors: int | No
     model_cfg = cfg.model if "model" in cfg.model_fields_set else TOFU_MODEL
     train_cfg = cfg.train if "train" in cfg.model_fields_set else TOFU_TRAIN
     dirs = prepare_tofu_models(data or packaged_tofu_dir(), (split,), authors, model_cfg, train_cfg, cfg.seed,
-                               cfg.cache, log)
+                               cfg.cache, log, cfg.prompt)
     return {"target": dirs["target"], "oracle": dirs[split]}
 
 

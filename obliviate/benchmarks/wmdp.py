@@ -29,7 +29,7 @@ RMU's published settings (Li et al. 2024, section 5 and their `rmu/unlearn.py`, 
 and other 32-layer 7B models) are this benchmark's defaults for `rmu` on a real model: steer
 the output of decoder layer 7 (`layer`, the `rmu` default `n_layers // 4 - 1` gives 7 for 32
 layers) towards c * u with c = 6.5, retain weight alpha = 1200, AdamW at lr 5e-5, training
-only `mlp.down_proj` of layers 5, 6 and 7, 150 steps of 4 forget texts and 4 retain texts
+only the MLP output projection of layers 5, 6 and 7, 150 steps of 4 forget texts and 4 retain texts
 (their forget corpora are the WMDP bio/cyber forget corpora, their retain corpus WikiText).
 Differences here: the loop clips gradients at norm 1 and decays the lr linearly (their lr is
 constant, unclipped); texts are cut at 512 tokens (`unlearn.max_length`). A run file's

@@ -1,7 +1,9 @@
 """Turning items into token ids and padded batches.
 
-Prompt and answer are tokenized separately and concatenated, so that the boundary between
-them is the same in training, teacher-forced scoring and generation (SPEC section 5: a
+Items are formatted by the run's `PromptFormat` (a template or the tokenizer's chat template;
+presets for published checkpoints). Prompt and answer are tokenized separately and
+concatenated, so that the boundary between them is the same in training, teacher-forced
+scoring and generation (SPEC section 5: a
 prompt ending in "Answer: " would end in a lone space token the model never saw). The
 attention mask is built from the real lengths, never inferred from `input_ids != pad_id`
 (which masks real EOS tokens when pad = EOS).
@@ -11,12 +13,69 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from obliviate.data.task import QAItem
+from obliviate.data.task import DataError, QAItem
 
 PROMPT_TEMPLATE = "Question: {question}\nAnswer:"
+
+
+# Formats of the checkpoints the README names. The field's framework (open-unlearning) formats
+# base models as "Question: {q}\nAnswer: " + answer, the space belonging to the prompt (SPEC section 5);
+# TOFU's own fine-tunes (locuslab/tofu_ft_llama2-7b, config/model_config.yaml: question_start_tag
+# "[INST] ", question_end_tag " [/INST]", answer_tag "") put the answer right after "[/INST]"; its
+# phi-1.5 fine-tune uses "Question: " q "\n" then "Answer: " (here in the prompt, so that loss and
+# probability cover the answer alone). MUSE's KnowMem QA uses the framework's base format. Chat and
+# instruct models (Llama-3, Phi-3, Zephyr) use their tokenizer's chat template.
+PROMPT_PRESETS: dict[str, dict[str, Any]] = {
+    "obliviate": {"template": PROMPT_TEMPLATE, "answer_prefix": " ", "chat": False},
+    "open-unlearning": {"template": "Question: {question}\nAnswer: ", "answer_prefix": "", "chat": False},
+    "tofu-llama2": {"template": "[INST] {question} [/INST]", "answer_prefix": "", "chat": False},
+    "tofu-phi": {"template": "Question: {question}\nAnswer: ", "answer_prefix": "", "chat": False},
+    "chat": {"template": PROMPT_TEMPLATE, "answer_prefix": "", "chat": True},
+}
+
+
+class PromptFormat(BaseModel):
+    """How an item becomes token ids: prompt = `template` with the question (or, with `chat`, the
+    tokenizer's chat template around a user turn holding the question, generation prompt added),
+    then `answer_prefix` + answer + EOS, tokenized on its own (so the boundary is the same in
+    training, scoring and generation). `preset` fills the fields from `PROMPT_PRESETS`; fields
+    given beside it win. The default is obliviate's own format; the tiny models learn the run's.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    preset: str | None = Field(None, description="a name in PROMPT_PRESETS: " + ", ".join(PROMPT_PRESETS))
+    template: str = Field(PROMPT_TEMPLATE, description="the prompt; {question} marks the question")
+    answer_prefix: str = Field(" ", description="text put before the answer, tokenized with it")
+    chat: bool = Field(False, description="prompt through the tokenizer's chat template (template unused)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") is not None:
+            name = data["preset"]
+            if name not in PROMPT_PRESETS:
+                raise ValueError(f"unknown prompt preset {name!r}; presets: {', '.join(PROMPT_PRESETS)}")
+            data = {**PROMPT_PRESETS[name], **data}
+        return data
+
+    @field_validator("template")
+    @classmethod
+    def _one_question(cls, template: str) -> str:
+        try:
+            template.format(question="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"template {template!r}: only {{question}} may appear in braces ({e})") from e
+        if "{question}" not in template:
+            raise ValueError(f"template {template!r} has no {{question}}")
+        return template
+
+
+DEFAULT_PROMPT = PromptFormat()
 
 
 @dataclass(frozen=True)
@@ -25,38 +84,65 @@ class Encoded:
     answer_ids: list[int]
 
 
-def format_prompt(question: str) -> str:
-    return PROMPT_TEMPLATE.format(question=question)
+def format_prompt(question: str, fmt: PromptFormat = DEFAULT_PROMPT) -> str:
+    return fmt.template.format(question=question)
 
 
-def _bos(tokenizer) -> list[int]:
+def bos_ids(tokenizer) -> list[int]:
     ids = tokenizer("", add_special_tokens=True)["input_ids"]
     return list(ids)
 
 
-def encode_prompt(tokenizer, question: str | None, chat: bool = False) -> list[int]:
+def encode_prompt(tokenizer, question: str | None, fmt: PromptFormat = DEFAULT_PROMPT) -> list[int]:
+    """Token ids of the prompt of one question (BOS alone for raw text: `question` None)."""
     if question is None:
-        return _bos(tokenizer)
-    if chat and getattr(tokenizer, "chat_template", None):
-        return list(tokenizer.apply_chat_template([{"role": "user", "content": question}],
-                                                  add_generation_prompt=True, tokenize=True))
-    return list(tokenizer(format_prompt(question), add_special_tokens=True)["input_ids"])
+        return bos_ids(tokenizer)
+    if fmt.chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise DataError(f"prompt.chat: the tokenizer {type(tokenizer).__name__} has no chat template; "
+                            f"give a prompt template instead (e.g. --prompt-template open-unlearning)")
+        # the chat template writes its own BOS and special tokens: tokenize its text without adding more
+        text = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                             tokenize=False)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(format_prompt(question, fmt), add_special_tokens=True)["input_ids"])
 
 
 def encode(tokenizer, question: str | None, answer: str, max_length: int = 512,
-           chat: bool = False) -> Encoded:
-    """Token ids of one (prompt, answer + EOS) pair; a raw text is all answer."""
-    prompt_ids = encode_prompt(tokenizer, question, chat)
-    text = answer if question is None or chat else " " + answer
+           fmt: PromptFormat = DEFAULT_PROMPT) -> Encoded:
+    """Token ids of one (prompt, answer + EOS) pair; a raw text is all answer. A prompt that
+    leaves no room for the answer is cut from the left, keeping BOS and the question's end."""
+    prompt_ids = encode_prompt(tokenizer, question, fmt)
+    text = answer if question is None else fmt.answer_prefix + answer
     answer_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if tokenizer.eos_token_id is not None:
         answer_ids.append(tokenizer.eos_token_id)
+    if len(prompt_ids) >= max_length:
+        prompt_ids = fit_prompt(prompt_ids, max(1, max_length - 1), bos_ids(tokenizer))
     room = max(1, max_length - len(prompt_ids))
     return Encoded(prompt_ids, answer_ids[:room])
 
 
-def encode_items(tokenizer, items: Sequence[QAItem], max_length: int = 512) -> list[Encoded]:
-    return [encode(tokenizer, it.question, it.answer, max_length) for it in items]
+def encode_items(tokenizer, items: Sequence[QAItem], max_length: int = 512,
+                 fmt: PromptFormat = DEFAULT_PROMPT) -> list[Encoded]:
+    return [encode(tokenizer, it.question, it.answer, max_length, fmt) for it in items]
+
+
+def fit_prompt(ids: list[int], limit: int, bos: list[int] | None = None) -> list[int]:
+    """`ids` cut from the left to at most `limit` tokens: a long prompt (in-context examples, a
+    long question) keeps its end, where the question and the answer cue are; a leading BOS is kept."""
+    if len(ids) <= limit:
+        return list(ids)
+    keep_bos = bool(bos) and ids[:len(bos)] == list(bos) and limit > len(bos)
+    head = list(bos) if keep_bos else []
+    return head + list(ids[len(ids) - (limit - len(head)):])
+
+
+def context_length(model) -> int | None:
+    """The longest sequence the model takes (`config.max_position_embeddings`; GPT-2's
+    n_positions maps to it), or None when the config does not say."""
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
 
 
 def pad_id_of(tokenizer) -> int:

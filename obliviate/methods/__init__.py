@@ -10,7 +10,9 @@ Methods that are more than a loss declare optional hooks, all called by the one 
 - `backward(model, forget, retain, ctx, accelerator) -> Tensor`: replaces `loss` + backward
   for methods that combine several gradients (it leaves `.grad` set and returns the loss);
 - `after_step(model, ctx)`: after every optimizer step (e.g. restore frozen rows exactly);
-- `finalize(model, ctx)`: once, after training (merge adapters, drop hooks).
+- `finalize(model, ctx)`: once, after training (merge adapters, drop hooks);
+- `check_task(task)`: the data has what the method needs (a field), else a one-line
+  `DataError`; `check_task` below runs it before any model is loaded.
 `trains=False` marks a method that does all its work in `setup` (no optimizer steps).
 """
 
@@ -38,6 +40,7 @@ class Method:
     backward: Callable[..., Any] | None = None
     after_step: Callable[..., Any] | None = None
     finalize: Callable[..., Any] | None = None
+    check_task: Callable[..., None] | None = None
     trains: bool = True
 
 
@@ -72,6 +75,12 @@ def get_method(name: str) -> Method:
     if name not in methods:
         raise KeyError(f"unknown method {name!r}; available: {', '.join(methods)}")
     return methods[name]
+
+
+def check_task(method: Method, task) -> None:
+    """A one-line `DataError` when `task` lacks what `method` needs; call it before loading a model."""
+    if method.check_task is not None:
+        method.check_task(task)
 
 
 def make_params(method: Method, overrides: dict[str, Any] | None = None):

@@ -1,7 +1,8 @@
 """FILA: Fisher-Initialization of Low-rank Adapters (Cha et al., "Towards Robust and
 Parameter-Efficient Knowledge Unlearning for LLMs", ICLR 2025 — LoKU, section 4.2, eqs. 5-7).
 
-LoRA (rank r = 8, lora_alpha = 2r, dropout 0) on every decoder linear W (out x in), initialised so
+LoRA (rank r = 8, lora_alpha = 2r, dropout 0) on every decoder weight matrix W (out x in; `nn.Linear`, or
+GPT-2's `Conv1D`, whose stored (in x out) weight is used transposed), initialised so
 that the adapter holds the weights that matter for the forget set and not for the retain set:
 
     F_f = sum_batches (dL_f/dW)^2 * n_tokens        L_f: mean token NLL of a forget batch   (eq. 5)
@@ -19,7 +20,7 @@ so the model's function is unchanged at step 0 and only A and B train, with the 
 
 or, with `loss="gd"`, gradient difference: -gamma * CE_mean(forget) + alpha * CE_mean(retain).
 
-`finalize` merges B A into W_base and puts the plain `nn.Linear`s back (`merge=True`), so the
+`finalize` merges B A into W_base and puts the plain layers back (`merge=True`), so the
 saved model is an ordinary checkpoint. With `merge=False` the LoRA layers stay on the model;
 saving it then needs `peft` installed to load (its state dict has `base_layer`/`lora_A`/`lora_B`
 keys).
@@ -36,11 +37,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from obliviate.attacks.quantize import quantized_linears
 from obliviate.data.collate import collate, encode_items, pad_id_of
 from obliviate.methods import register
 from obliviate.methods._losses import forward_logits, nll_mean, nll_mean_from_logits, token_logp
 from obliviate.methods.ihl import ihl_mean
+from obliviate.models.modules import is_transposed, matrix, weight_matrices
 
 LOSSES = ("ihl", "gd")
 EPS = 1e-5  # the paper's: in the importance ratio's denominator and in 1 / (w + eps)
@@ -69,7 +70,7 @@ def _batches(items, ctx):
     if tokenizer is None:
         raise RuntimeError("fila: the Fisher pass needs the tokenizer in ctx.tokenizer "
                            "(obliviate.unlearn.unlearn sets it)")
-    encoded = encode_items(tokenizer, items, cfg.max_length)
+    encoded = encode_items(tokenizer, items, cfg.max_length, cfg.prompt)
     pad = pad_id_of(tokenizer)
     for start in range(0, len(encoded), cfg.batch_size):
         yield collate(encoded[start:start + cfg.batch_size], pad)
@@ -94,8 +95,8 @@ def fisher(model, weights: list[torch.Tensor], batches) -> list[torch.Tensor]:
     return [f / max(n_total, 1) for f in total]
 
 
-def importance(model, task, ctx, layers: dict[str, nn.Linear]) -> dict[str, torch.Tensor]:
-    """I = (F_f / n_f) / (1e-5 + F_r / n_r) for each target linear's weight (eq. 6)."""
+def importance(model, task, ctx, layers: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """I = (F_f / n_f) / (1e-5 + F_r / n_r) for each target layer's weight (eq. 6), as (out, in)."""
     weights = [m.weight for m in layers.values()]
     flags = [w.requires_grad for w in weights]
     for w in weights:
@@ -106,7 +107,8 @@ def importance(model, task, ctx, layers: dict[str, nn.Linear]) -> dict[str, torc
     finally:
         for w, flag in zip(weights, flags, strict=True):
             w.requires_grad_(flag)
-    return {n: ff / (EPS + fr) for n, ff, fr in zip(layers, f_forget, f_retain, strict=True)}
+    ratios = {n: ff / (EPS + fr) for n, ff, fr in zip(layers, f_forget, f_retain, strict=True)}
+    return {n: r.T if is_transposed(layers[n]) else r for n, r in ratios.items()}  # Conv1D stores (in, out)
 
 
 def fila_init(weight: torch.Tensor, imp: torch.Tensor, rank: int, scaling: float):
@@ -138,29 +140,33 @@ def setup(model, task, ctx) -> None:
     if p.loss not in LOSSES:
         raise ValueError(f"fila: unknown loss {p.loss!r}; choose one of {', '.join(LOSSES)}")
     peft = _peft()
-    layers = dict(quantized_linears(model))
+    layers = dict(weight_matrices(model))
     if not layers:
-        raise ValueError("fila: the model has no decoder linear layer to adapt")
+        raise ValueError(f"fila: {type(model).__name__} has no weight matrix (nn.Linear or Conv1D) to adapt")
     imp = importance(model, task, ctx, layers)
     ctx.state["importance"] = imp
 
     ctx.state["requires_grad"] = {n: q.requires_grad for n, q in model.named_parameters()}
     model.requires_grad_(False)
-    config = peft.LoraConfig(r=p.rank, lora_alpha=p.lora_alpha, lora_dropout=0.0, target_modules=list(layers))
-    peft.inject_adapter_in_model(config, model)  # in place: each nn.Linear becomes a lora.Linear
+    # peft's fan_in_fan_out: the base weight is stored (in, out), as GPT-2's Conv1D does
+    transposed = all(is_transposed(m) for m in layers.values())
+    config = peft.LoraConfig(r=p.rank, lora_alpha=p.lora_alpha, lora_dropout=0.0, target_modules=list(layers),
+                             fan_in_fan_out=transposed)
+    peft.inject_adapter_in_model(config, model)  # in place: each layer becomes a lora.Linear
     with torch.no_grad():
         for name, _, _, lora in lora_layers(model):
-            a, b, base = fila_init(lora.base_layer.weight, imp[name], p.rank, lora.scaling["default"])
+            w = matrix(lora.base_layer)  # (out, in); lora_A is (r, in) and lora_B (out, r) either way
+            a, b, base = fila_init(w, imp[name], p.rank, lora.scaling["default"])
             lora.lora_A["default"].weight.copy_(a)
             lora.lora_B["default"].weight.copy_(b)
-            lora.base_layer.weight.copy_(base)
+            w.copy_(base)
     for param_name, param in model.named_parameters():
         param.requires_grad_("lora_A" in param_name or "lora_B" in param_name)
 
 
 @torch.no_grad()
 def finalize(model, ctx) -> None:
-    """Merge B A into the base weights and put the plain nn.Linear back (unless merge=False)."""
+    """Merge B A into the base weights and put the plain layer back (unless merge=False)."""
     if not ctx.params.merge:
         return
     for _, parent, name, lora in list(lora_layers(model)):

@@ -66,6 +66,7 @@ from obliviate.data.collate import collate, encode_items, pad_id_of
 from obliviate.methods import register
 from obliviate.methods._losses import MODEL_KEYS, nll_mean
 from obliviate.models import projection as proj
+from obliviate.models.modules import decoder_layers
 
 
 @dataclass
@@ -176,7 +177,7 @@ def _batches(items, ctx):
     if tokenizer is None:
         raise RuntimeError("mrp: the initialisation needs the tokenizer in ctx.tokenizer "
                            "(obliviate.unlearn.unlearn sets it)")
-    encoded = encode_items(tokenizer, items[:ctx.params.init_items], cfg.max_length)
+    encoded = encode_items(tokenizer, items[:ctx.params.init_items], cfg.max_length, cfg.prompt)
     pad = pad_id_of(tokenizer)
     for start in range(0, len(encoded), cfg.batch_size):
         yield collate(encoded[start:start + cfg.batch_size], pad)
@@ -186,9 +187,7 @@ def setup(model, task, ctx) -> None:
     p = ctx.params
     if p.k < 1:
         raise ValueError(f"mrp: k must be at least 1, got {p.k}")
-    n_layers = len(proj.decoder_layers(model))
-    if not n_layers:
-        raise ValueError("mrp: the model has no decoder layers at model.get_decoder().layers")
+    n_layers = len(decoder_layers(model))  # a model without is a one-line error naming the attribute to set
     layers = resolve_layers(p.layers, n_layers)
     ctx.state["mrp_requires_grad"] = {name: w.requires_grad for name, w in model.named_parameters()}
     model.requires_grad_(False)

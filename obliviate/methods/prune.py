@@ -1,14 +1,15 @@
 """Selective pruning (Pochinkov & Schoots 2023, "Dissecting Language Models: Machine
 Unlearning via Selective Pruning", section 3).
 
-For every unit n (an MLP neuron: an input of `down_proj`, act(gate_proj(x)) * up_proj(x);
-an attention head dimension: an input of `o_proj`):
+For every unit n (an MLP neuron: an input of the MLP output projection, act(gate(x)) * up(x) in
+a gated MLP; an attention head dimension: an input of the attention output projection; both
+found per family by `obliviate.models.modules.mlp_out` / `attn_out`):
 
     I_D(n) = mean_{t in answer tokens of D} |a_n(t)|
     Score(n) = I_forget(n) / (I_retain(n) + eps)
 
 Each of `steps` rounds zeroes the top `frac` of the not-yet-pruned units of each target type
-(the matching COLUMNS of down_proj / o_proj, ranked over all layers together, as in the
+(the matching COLUMNS of the two projections, ranked over all layers together, as in the
 paper), then scores again on the pruned model. k = max(1, round(frac * n_units)) per round
 and type, where n_units counts every unit of that type in the model (Python's round: half to
 even). SPEC uses the mean-|activation| importance for both types; the paper also defines
@@ -19,7 +20,7 @@ token but BOS. The prompt template is shared by forget and retain items, so incl
 would only pull both importances together.
 
 No training: `trains=False`, all the work is done in `setup` with forward pre-hooks on the
-inputs of down_proj / o_proj. The pruned units are kept in `ctx.state["prune_pruned"]`.
+inputs of the two projections. The pruned units are kept in `ctx.state["prune_pruned"]`.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from dataclasses import dataclass
 
 import torch
 
-from obliviate.data.collate import collate, encode_items, pad_id_of
+from obliviate.data.collate import DEFAULT_PROMPT, PromptFormat, collate, encode_items, pad_id_of
 from obliviate.methods import register
 from obliviate.methods._losses import MODEL_KEYS
+from obliviate.models.modules import attn_out, decoder_layers, in_features, matrix, mlp_out, real_token_rows
 
 
 @dataclass
@@ -42,12 +44,11 @@ class PruneParams:
 
 
 def target_modules(model, target: str) -> list[torch.nn.Module]:
-    """The linear layer whose input columns are the units of `target`, one per decoder layer."""
-    layers = getattr(model, "module", model).get_decoder().layers
-    if target == "mlp":
-        return [layer.mlp.down_proj for layer in layers]
-    if target == "attn":
-        return [layer.self_attn.o_proj for layer in layers]
+    """The weight matrix whose input columns are the units of `target`, one per decoder layer."""
+    find = {"mlp": mlp_out, "attn": attn_out}.get(target)
+    if find is not None:
+        config = getattr(getattr(model, "module", model), "config", None)
+        return [find(layer, config) for layer in decoder_layers(model)]
     raise ValueError(f"prune: unknown target {target!r} (choose 'mlp' or 'attn')")
 
 
@@ -70,20 +71,19 @@ def units_per_step(frac: float, n_units: int) -> int:
 @torch.no_grad()
 def mean_abs_inputs(model, batches: list[dict], modules: list[torch.nn.Module]) -> torch.Tensor:
     """I(n) = mean |input_n| of each module over the answer tokens of `batches`: (n_modules, n_in)."""
-    sums = [torch.zeros(m.in_features, dtype=torch.float64) for m in modules]
+    sums = [torch.zeros(in_features(m), dtype=torch.float64) for m in modules]
     count = {"tokens": 0}
     mask = {}
 
     def hook_for(i):
-        def hook(module, args):
-            x = args[0].detach().abs().double()
-            sums[i] += (x * mask["m"].unsqueeze(-1)).sum((0, 1)).cpu()
+        def hook(module, args):  # OPT's fc2 sees (batch * seq, n), the others (batch, seq, n)
+            sums[i] += real_token_rows(args[0].detach(), mask["m"]).abs().double().sum(0).cpu()
         return hook
 
     handles = [m.register_forward_pre_hook(hook_for(i)) for i, m in enumerate(modules)]
     try:
         for batch in batches:
-            mask["m"] = (batch["labels"] != -100).to(torch.float64)
+            mask["m"] = batch["labels"] != -100
             count["tokens"] += int(mask["m"].sum())
             model(**{k: batch[k] for k in MODEL_KEYS})
     finally:
@@ -98,7 +98,7 @@ def selective_prune(model, forget: list[dict], retain: list[dict], params: Prune
     was_training = model.training
     model.eval()
     modules = {t: target_modules(model, t) for t in params.targets}
-    pruned = {t: torch.zeros(len(ms), ms[0].in_features, dtype=torch.bool) for t, ms in modules.items()}
+    pruned = {t: torch.zeros(len(ms), in_features(ms[0]), dtype=torch.bool) for t, ms in modules.items()}
     for _ in range(params.steps):
         for target, ms in modules.items():
             scores = importance(mean_abs_inputs(model, forget, ms), mean_abs_inputs(model, retain, ms), params.eps)
@@ -106,13 +106,14 @@ def selective_prune(model, forget: list[dict], retain: list[dict], params: Prune
             pruned[target].view(-1)[chosen] = True
             width = pruned[target].size(1)
             for flat in chosen.tolist():
-                ms[flat // width].weight[:, flat % width] = 0
+                matrix(ms[flat // width])[:, flat % width] = 0  # (out, in) view: GPT-2's Conv1D too
     model.train(was_training)
     return pruned
 
 
-def batches_of(tokenizer, items, batch_size: int, max_length: int, device) -> list[dict]:
-    enc, pad = encode_items(tokenizer, items, max_length), pad_id_of(tokenizer)
+def batches_of(tokenizer, items, batch_size: int, max_length: int, device,
+               fmt: PromptFormat = DEFAULT_PROMPT) -> list[dict]:
+    enc, pad = encode_items(tokenizer, items, max_length, fmt), pad_id_of(tokenizer)
     return [{k: v.to(device) for k, v in collate(enc[i:i + batch_size], pad).items()}
             for i in range(0, len(enc), batch_size)]
 
@@ -122,8 +123,9 @@ def setup(model, task, ctx) -> None:
     if tokenizer is None:
         raise RuntimeError("prune: the unlearning context carries no tokenizer (UnlearnContext.tokenizer)")
     cfg, device = ctx.config, next(model.parameters()).device
-    forget = batches_of(tokenizer, task.forget, cfg.batch_size, cfg.max_length, device)
-    retain = batches_of(tokenizer, task.retain, cfg.retain_batch_size or cfg.batch_size, cfg.max_length, device)
+    forget = batches_of(tokenizer, task.forget, cfg.batch_size, cfg.max_length, device, cfg.prompt)
+    retain = batches_of(tokenizer, task.retain, cfg.retain_batch_size or cfg.batch_size, cfg.max_length, device,
+                        cfg.prompt)
     ctx.state["prune_pruned"] = selective_prune(model, forget, retain, ctx.params)
 
 

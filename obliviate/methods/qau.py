@@ -6,8 +6,8 @@ brings most of the forgotten knowledge back).
     Q_b(W) through a straight-through estimator:  W_ste = W + (Q_b(W) - W).detach()
 
 Q_b is the audit's own grid (`obliviate.attacks.quantize.fake_quantize`: symmetric RTN,
-group 128, every decoder linear, LM head excluded), so "forgets at 4 bits" means forgets
-under the `rtn4` attack. The forward value is the quantized model's; the gradient w.r.t. W is
+group 128, every decoder weight matrix, LM head excluded; GPT-2's Conv1D quantized as (out, in)),
+so "forgets at 4 bits" means forgets under the `rtn4` attack. The forward value is the quantized model's; the gradient w.r.t. W is
 the gradient w.r.t. Q_b(W) (round() has zero gradient almost everywhere, the STE skips it).
 L_forget is the base's forget term, unweighted: -CE_mean for gd/ga, the NPO term for npo_*.
 The quantized forwards run through `torch.func.functional_call`; no weight is modified in place.
@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call
 
-from obliviate.attacks.quantize import fake_quantize, quantized_linears
+from obliviate.attacks.quantize import fake_quantize
 from obliviate.methods import register
 from obliviate.methods._losses import MODEL_KEYS
 from obliviate.methods.sure import base_loss, forget_loss_from_logits
+from obliviate.models.modules import matrix, to_native, weight_matrices
 
 GROUP_SIZE = 128  # the audit's rtn4 / rtn8
 
@@ -43,16 +44,19 @@ class QAUParams:
 
 
 def ste_weights(model, bits: int) -> dict[str, torch.Tensor]:
-    """{'<linear>.weight': W + (Q_b(W) - W).detach()} for every decoder linear."""
+    """{'<layer>.weight': W + (Q_b(W) - W).detach()} for every decoder weight matrix, in its stored layout."""
     out = {}
-    for name, module in quantized_linears(model):
-        w = module.weight
-        out[f"{name}.weight"] = w + (fake_quantize(w, bits, GROUP_SIZE, symmetric=True)[0] - w).detach()
+    for name, module in weight_matrices(model):
+        w = matrix(module)  # groups run along the input dimension, as in the rtn attacks
+        ste = w + (fake_quantize(w, bits, GROUP_SIZE, symmetric=True)[0] - w).detach()
+        out[f"{name}.weight"] = to_native(module, ste)
+    if not out:
+        raise ValueError(f"qau: {type(model).__name__} has no weight matrix (nn.Linear or Conv1D) to quantize")
     return out
 
 
 def quantized_logits(model, batch: dict, bits: int) -> torch.Tensor:
-    """The model's logits with every decoder linear at Q_b(W), gradients straight through to W."""
+    """The model's logits with every decoder weight matrix at Q_b(W), gradients straight through to W."""
     return functional_call(model, ste_weights(model, bits), args=(),
                            kwargs={k: batch[k] for k in MODEL_KEYS}).logits
 

@@ -6,11 +6,12 @@ Measuring and Reducing Malicious Use With Unlearning", section 5, eq. 1-3).
     L_retain = mean_{t in retain answers} ||h_theta(x_r)_t - h_ref(x_r)_t||^2 / d
     L = L_forget + alpha * L_retain
 
-h is the output of decoder layer l (the paper's code hooks `model.layers[layer_id]`; with
+h is the output of decoder layer l (the paper's code hooks that layer's module; with
 `output_hidden_states=True` that is hidden_states[l + 1], except for the last layer, whose
 entry there has the final norm applied). h_ref comes from the frozen reference copy. Only
-`mlp.down_proj.weight` of layers l-2..l is trained (the paper's `layer_ids=[5,6,7]`,
-`param_ids=[6]` on Zephyr-7B); `setup` freezes everything else (a down_proj the caller froze
+the MLP output projection's weight (per family: `obliviate.models.modules.mlp_out`)
+of layers l-2..l is trained (the paper's `layer_ids=[5,6,7]`,
+`param_ids=[6]` on Zephyr-7B); `setup` freezes everything else (a projection the caller froze
 stays frozen) and `finalize` restores the caller's `requires_grad` flags.
 
 Tokens: the positions where `labels != -100`, i.e. the hidden state *at* each answer token
@@ -36,6 +37,7 @@ import torch
 
 from obliviate.methods import register
 from obliviate.methods._losses import MODEL_KEYS
+from obliviate.models.modules import decoder_layers, mlp_out
 
 
 @dataclass
@@ -43,10 +45,6 @@ class RMUParams:
     layer: int | None = None  # None: max(0, n_layers // 4 - 1)
     c: float = 6.5  # steering coefficient: the norm of the control vector
     alpha: float = 1200.0  # weight of the retain (activation-matching) term
-
-
-def decoder_layers(model):
-    return getattr(model, "module", model).get_decoder().layers
 
 
 def resolve_layer(layer: int | None, n_layers: int) -> int:
@@ -93,7 +91,7 @@ def setup(model, task, ctx) -> None:
     d = model.config.hidden_size
     ctx.state["rmu_layer"] = layer
     ctx.state["rmu_control"] = control_vector(d, p.c, seed).to(next(model.parameters()).device)
-    trained = {id(layers[i].mlp.down_proj.weight) for i in range(max(0, layer - 2), layer + 1)}
+    trained = {id(mlp_out(layers[i], model.config).weight) for i in range(max(0, layer - 2), layer + 1)}
     ctx.state["rmu_requires_grad"] = {name: w.requires_grad for name, w in model.named_parameters()}
     for w in model.parameters():  # a weight the caller froze stays frozen
         w.requires_grad_(id(w) in trained and w.requires_grad)

@@ -1,7 +1,7 @@
 """SURE: Saliency-based Unlearning with a large learning Rate (Zhang et al. 2025,
 "Catastrophic Failure of LLM Unlearning via Quantization", ICLR 2025, section 5).
 
-    s_r  = || grad_{W[r]} L_forget(theta_0) ||_2     for every row r of every decoder linear W
+    s_r  = || grad_{W[r]} L_forget(theta_0) ||_2     for every row r of every decoder weight matrix W
     m_r  = 1[s_r >= percentile_threshold({s})]        (threshold 90: the top 10% of rows)
     W_{t+1}[r] = W_t[r] - lr * AdamW(g_t * m)[r]       for m_r = 1;   W_{t+1}[r] = W_0[r] otherwise
 
@@ -26,10 +26,10 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from obliviate.attacks.quantize import quantized_linears
 from obliviate.data.collate import collate, encode_items, pad_id_of
 from obliviate.methods import get_method, make_params, register
 from obliviate.methods._losses import forward_logits, nll_mean_from_logits, npo_loss, token_logp
+from obliviate.models.modules import is_transposed, matrix, to_native, weight_matrices
 
 BASES = ("gd", "ga", "npo_gd", "npo_kl")
 
@@ -78,7 +78,7 @@ def _forget_batches(task, ctx):
     if tokenizer is None:
         raise RuntimeError("sure: the saliency pass needs the tokenizer in ctx.tokenizer "
                            "(obliviate.unlearn.unlearn sets it)")
-    encoded = encode_items(tokenizer, task.forget, cfg.max_length)
+    encoded = encode_items(tokenizer, task.forget, cfg.max_length, cfg.prompt)
     pad = pad_id_of(tokenizer)
     for start in range(0, len(encoded), cfg.batch_size):
         idx = list(range(start, min(len(encoded), start + cfg.batch_size)))
@@ -87,11 +87,12 @@ def _forget_batches(task, ctx):
 
 def row_saliency(model, task, ctx) -> dict[str, torch.Tensor]:
     """s_r = ||grad_{W[r]} L_forget(theta_0)||, the gradient summed over all forget batches;
-    one (out_features,) fp32 vector per trainable decoder linear. Leaves no `.grad` behind."""
+    one (out_features,) fp32 vector per trainable decoder weight matrix (a row is an output unit,
+    whatever the storage layout: GPT-2's Conv1D keeps W as (in, out)). Leaves no `.grad` behind."""
     p = ctx.params
-    layers = {n: m for n, m in quantized_linears(model) if m.weight.requires_grad}  # the user's freezes hold
+    layers = {n: m for n, m in weight_matrices(model) if m.weight.requires_grad}  # the user's freezes hold
     if not layers:
-        raise ValueError("sure: the model has no trainable linear layer to score")
+        raise ValueError("sure: the model has no trainable weight matrix (nn.Linear or Conv1D) to score")
     weights = [m.weight for m in layers.values()]
     total = [torch.zeros_like(w, dtype=torch.float32) for w in weights]
     device = weights[0].device
@@ -102,7 +103,7 @@ def row_saliency(model, task, ctx) -> dict[str, torch.Tensor]:
         for acc, g in zip(total, grads, strict=True):
             if g is not None:
                 acc += g.float()
-    return {name: g.norm(dim=1) for name, g in zip(layers, total, strict=True)}
+    return {name: g.norm(dim=0 if is_transposed(layers[name]) else 1) for name, g in zip(layers, total, strict=True)}
 
 
 def saliency_mask(saliency: dict[str, torch.Tensor], threshold: float) -> dict[str, torch.Tensor]:
@@ -117,18 +118,20 @@ def setup(model, task, ctx) -> None:
     saliency = row_saliency(model, task, ctx)
     mask = saliency_mask(saliency, p.threshold)
     ctx.state.update(saliency=saliency, mask=mask, frozen_rows={}, hooks=[])
-    layers = dict(quantized_linears(model))
+    layers = dict(weight_matrices(model))
     trained = {id(layers[n].weight) for n, m in mask.items() if m.any()}
     for param in model.parameters():
         if id(param) not in trained:
             param.requires_grad_(False)
     for name, m in mask.items():
-        w = layers[name].weight
+        module = layers[name]
         if not m.any():
             continue
-        keep = m.to(w.device)
+        keep = m.to(module.weight.device)
+        w = matrix(module)  # (out, in): a view of a Conv1D's (in, out) weight, so row r is unit r
         ctx.state["frozen_rows"][name] = (w, ~keep, w.detach()[~keep].clone())
-        ctx.state["hooks"].append(w.register_hook(lambda g, k=keep: g * k.unsqueeze(1).to(g.dtype)))
+        row_mask = to_native(module, keep.unsqueeze(1))  # the gradient is in the stored layout
+        ctx.state["hooks"].append(module.weight.register_hook(lambda g, k=row_mask: g * k.to(g.dtype)))
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from obliviate.data.collate import collate, encode, pad_id_of
+from obliviate.data.collate import DEFAULT_PROMPT, collate, encode, pad_id_of
 from obliviate.data.task import DataError
 from obliviate.methods import register
 from obliviate.methods._losses import kl_to_ref, nll_mean
@@ -29,17 +29,23 @@ class SurgeryParams:
     g_r: float = 1.0  # retain KL weight
 
 
+def check_task(task) -> None:
+    """Before any model is loaded: the update set comes from the forget items' `perturbed_answers`."""
+    if not any(it.perturbed_answers for it in task.forget):
+        raise DataError(f"task {task.name!r}: surgery needs the field \"perturbed_answers\" (corrected facts, "
+                        "the update set) on the forget items, and no forget item has it")
+
+
 def setup(model, task, ctx) -> None:
     """Encodes the update set once: ctx.state["surgery_update"][forget index] -> Encoded."""
     tokenizer = getattr(ctx, "tokenizer", None)
     if tokenizer is None:
         raise RuntimeError("surgery: the unlearning context carries no tokenizer to encode the update set")
+    check_task(task)
     max_length = ctx.config.max_length if ctx.config is not None else 512
-    update = {i: encode(tokenizer, it.question, it.perturbed_answers[0], max_length)
+    fmt = ctx.config.prompt if ctx.config is not None else DEFAULT_PROMPT
+    update = {i: encode(tokenizer, it.question, it.perturbed_answers[0], max_length, fmt)
               for i, it in enumerate(task.forget) if it.perturbed_answers}
-    if not update:
-        raise DataError(f"task {task.name!r}: surgery needs an update set (corrected facts), taken from the "
-                        "forget items' perturbed_answers, and no forget item has any")
     ctx.state["surgery_update"] = update
     ctx.state["surgery_pad"] = pad_id_of(tokenizer)
 
@@ -55,7 +61,7 @@ def update_batch(forget: dict, ctx) -> dict | None:
 
 
 @register("surgery", SurgeryParams, "Unlearn + learn corrected facts + KL on retain (LLM Surgery, Veldanda et al. 2024)",
-          ref_model=True, setup=setup)
+          ref_model=True, setup=setup, check_task=check_task)
 def loss(model, forget, retain, ctx):
     p = ctx.params
     value = -p.g_u * nll_mean(model, forget) + p.g_r * kl_to_ref(model, ctx.ref_model, retain)

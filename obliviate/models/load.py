@@ -6,6 +6,7 @@ is not a causal LM is a one-line error, not a stack trace.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -63,6 +64,28 @@ def load_model(name: str | Path, dtype: torch.dtype | str | None = None, device:
         model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def model_location(name: str | Path) -> str:
+    """What a run directory records for a model: the absolute path of a local directory (so the
+    run can be audited from any working directory), a Hub id as given."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else str(name)
+
+
+def weights_sha256(name: str | Path) -> str | None:
+    """sha256 over the weight files of a local model directory (*.safetensors, *.bin, sorted by
+    name, each as name + content), so a run records *which* weights it used; None for a Hub id."""
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(list(path.glob("*.safetensors")) + list(path.glob("*.bin"))):
+        h.update(f.name.encode())
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def save_model(model, tokenizer, path: Path) -> Path:

@@ -13,18 +13,26 @@ import shutil
 import time
 from pathlib import Path
 
+from obliviate.data.collate import DEFAULT_PROMPT, PromptFormat
 from obliviate.data.task import DataError, ForgetTask, QAItem
 from obliviate.models.cache import cache_key, cache_root, commit_dir
 from obliviate.models.load import save_model
 from obliviate.models.tiny import TinyModelConfig, TrainConfig, build_model, train_lm, train_tokenizer
 
 
+def _format_key(fmt: PromptFormat) -> list:
+    """The prompt format's part of a cache key: none for the default, so the models cached before
+    prompt formats existed are still found."""
+    return [] if fmt == DEFAULT_PROMPT else [fmt]
+
+
 def prepare_tiny_models(task: ForgetTask, corpus: list[str], model_cfg: TinyModelConfig,
                         train_cfg: TrainConfig, seed: int = 0, use_cache: bool = True,
-                        log=print) -> dict[str, Path]:
-    """Return {"target": dir, "oracle": dir}, training both unless a matching cache exists."""
+                        log=print, fmt: PromptFormat = DEFAULT_PROMPT) -> dict[str, Path]:
+    """Return {"target": dir, "oracle": dir}, trained in the prompt format `fmt`, training both
+    unless a matching cache exists."""
     key = cache_key("tiny-pair", task.fingerprint(), hashlib.sha256("\n".join(corpus).encode()).hexdigest(),
-                    model_cfg, train_cfg, seed)
+                    model_cfg, train_cfg, seed, *_format_key(fmt))
     root = cache_root() / "models" / key
     dirs = {"target": root / "target", "oracle": root / "oracle"}
     if use_cache and all((d / "config.json").is_file() for d in dirs.values()):
@@ -34,17 +42,17 @@ def prepare_tiny_models(task: ForgetTask, corpus: list[str], model_cfg: TinyMode
     recipes = {"target": task.forget + task.retain + task.extra_train,
                "oracle": task.retain + task.extra_train}
     for name, items in recipes.items():
-        train_and_save(name, items, tokenizer, model_cfg, train_cfg, seed, dirs[name], log)
+        train_and_save(name, items, tokenizer, model_cfg, train_cfg, seed, dirs[name], log, fmt)
     return dirs
 
 
 def train_and_save(name: str, items: list[QAItem], tokenizer, model_cfg: TinyModelConfig, train_cfg: TrainConfig,
-                   seed: int, final: Path, log=print) -> Path:
+                   seed: int, final: Path, log=print, fmt: PromptFormat = DEFAULT_PROMPT) -> Path:
     """Train one tiny model from scratch on `items` and move it into `final` atomically
     (an interrupt leaves no half-written cache entry); its training log sits beside it."""
     t0 = time.perf_counter()
     model = build_model(model_cfg, tokenizer, seed)
-    train_log = train_lm(model, tokenizer, items, train_cfg, seed, desc=f"training {name}")
+    train_log = train_lm(model, tokenizer, items, train_cfg, seed, desc=f"training {name}", fmt=fmt)
     train_log.update(seconds=round(time.perf_counter() - t0, 1), items=len(items),
                      parameters=sum(p.numel() for p in model.parameters()), stop_metric=train_cfg.stop_metric)
     log(f"trained {name}: {train_log['epochs']} epochs, {train_cfg.stop_metric} on its facts "
@@ -72,7 +80,7 @@ TOFU_TRAIN = TrainConfig(lr=3e-3, batch_size=32, max_epochs=80, min_epochs=10, c
 def prepare_tofu_models(data_dir: Path, splits: tuple[str, ...] = ("forget01", "forget05", "forget10"),
                         authors: int | None = None, model_cfg: TinyModelConfig = TOFU_MODEL,
                         train_cfg: TrainConfig = TOFU_TRAIN, seed: int = 0, use_cache: bool = True,
-                        log=print) -> dict[str, Path]:
+                        log=print, fmt: PromptFormat = DEFAULT_PROMPT) -> dict[str, Path]:
     """`obliviate prepare tofu`: a tiny target trained from scratch on TOFU and one retain-only
     oracle per forget split, as TOFU publishes them (target on full.json; the retain99/95/90
     oracles on full minus forget01/05/10). Returns {"target": dir, split: oracle dir, ...}.
@@ -81,7 +89,7 @@ def prepare_tofu_models(data_dir: Path, splits: tuple[str, ...] = ("forget01", "
     any of the three reduced splits, and each oracle the same minus its split's forget authors,
     so one target serves every split. Each model is cached on its own, keyed by its training
     items, the tokenizer's corpus, the configs and the seed: asking for another split later
-    trains only that oracle.
+    trains only that oracle. The models learn the prompt format `fmt`.
     """
     from obliviate.data.tofu import TOFU_SPLITS, load_tofu, tofu_corpus, tofu_full
 
@@ -99,7 +107,8 @@ def prepare_tofu_models(data_dir: Path, splits: tuple[str, ...] = ("forget01", "
     corpus = tofu_corpus(data_dir)
     corpus_hash = hashlib.sha256("\n".join(corpus).encode()).hexdigest()[:16]
     root = cache_root() / "models"
-    dirs = {name: root / cache_key("tofu-model", _items_hash(items), corpus_hash, model_cfg, train_cfg, seed)
+    dirs = {name: root / cache_key("tofu-model", _items_hash(items), corpus_hash, model_cfg, train_cfg, seed,
+                                   *_format_key(fmt))
             for name, items in recipes.items()}
     tokenizer = None
     for name, items in recipes.items():
@@ -108,5 +117,5 @@ def prepare_tofu_models(data_dir: Path, splits: tuple[str, ...] = ("forget01", "
             continue
         tokenizer = tokenizer or train_tokenizer(corpus, model_cfg.vocab_size)
         label = "target" if name == "target" else f"oracle for {name} ({len(items)} QA)"
-        train_and_save(label, items, tokenizer, model_cfg, train_cfg, seed, dirs[name], log)
+        train_and_save(label, items, tokenizer, model_cfg, train_cfg, seed, dirs[name], log, fmt)
     return dirs

@@ -31,17 +31,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from obliviate.models.modules import find_decoder_layers
+
 PROJECTION_ATTR = "residual_projection"
 PROJECTION_FILE = "projection.safetensors"
 _FORMAT = "obliviate-residual-projection"
 
 
 def decoder_layers(model) -> nn.ModuleList | list:
-    """The decoder layers (`model.get_decoder().layers`); [] for a model built otherwise."""
-    model = getattr(model, "module", model)
-    get_decoder = getattr(model, "get_decoder", None)
-    layers = getattr(get_decoder(), "layers", None) if callable(get_decoder) else None
-    return layers if isinstance(layers, nn.ModuleList) else []
+    """The decoder layers (`obliviate.models.modules.find_decoder_layers`); [] for a model without."""
+    layers = find_decoder_layers(model)
+    return layers if layers is not None else []
 
 
 def orthonormal_rows(rows: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from obliviate.data.collate import batches, collate, encode_items, pad_id_of
+from obliviate.data.collate import DEFAULT_PROMPT, PromptFormat, batches, collate, encode_items, pad_id_of
 from obliviate.data.task import QAItem
 from obliviate.progress import progress
 
@@ -75,18 +75,18 @@ def build_model(cfg: TinyModelConfig, tokenizer, seed: int = 0) -> LlamaForCausa
 
 
 def train_lm(model, tokenizer, items: list[QAItem], cfg: TrainConfig, seed: int = 0,
-             desc: str = "training") -> dict:
-    """Fine-tune `model` on `items` (answer tokens only) until the stop metric (greedy accuracy,
-    or ROUGE-L recall) on a sample of them reaches `cfg.target_acc` or `cfg.max_epochs` pass.
-    Returns a small training log ("acc" holds the stop metric's last value)."""
-    from obliviate.evaluate import greedy_accuracy, greedy_rouge
+             desc: str = "training", fmt: PromptFormat = DEFAULT_PROMPT) -> dict:
+    """Fine-tune `model` on `items` (answer tokens only, in the prompt format `fmt`) until the stop
+    metric (greedy accuracy, or ROUGE-L recall) on a sample of them reaches `cfg.target_acc` or
+    `cfg.max_epochs` pass. Returns a small training log ("acc" holds the stop metric's last value)."""
+    from obliviate.evaluate import EvalConfig, greedy_accuracy, greedy_rouge
 
     measure = greedy_rouge if cfg.stop_metric == "rouge" else greedy_accuracy
     from obliviate.methods._losses import nll_mean
 
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    encoded = encode_items(tokenizer, items)
+    encoded = encode_items(tokenizer, items, fmt=fmt)
     pad = pad_id_of(tokenizer)
     steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
     total = steps_per_epoch * cfg.max_epochs
@@ -112,7 +112,7 @@ def train_lm(model, tokenizer, items: list[QAItem], cfg: TrainConfig, seed: int 
             log.update(epochs=epoch, loss=float(loss.detach()))
             if epoch >= cfg.min_epochs and (epoch % cfg.check_every == 0 or epoch == cfg.max_epochs):
                 model.eval()
-                log["acc"] = measure(model, tokenizer, check)
+                log["acc"] = measure(model, tokenizer, check, EvalConfig(prompt=fmt))
                 model.train()
                 if log["acc"] >= cfg.target_acc:
                     bar.update(task, completed=cfg.max_epochs, description=f"{desc} acc {log['acc']:.2f}")

@@ -68,6 +68,10 @@ def print_table(results: dict[str, Any], console=None) -> None:
 
 
 def _pct(row: dict[str, Any] | None, key: str) -> str:
+    from obliviate.audit import ERROR
+
+    if row and str(row.get("unavailable", "")).startswith(ERROR):
+        return "error"  # the attack raised: audit.json has the message
     if not row or "unavailable" in row:
         return "n/a"
     v = row.get(key)
@@ -94,7 +98,14 @@ def audit_markdown(audit: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += ["", *(f"- **{m}**: {v}" for m, v in audit.get("verdicts", {}).items())]
+    lines += [f"- {e}" for e in _errors(audit)]
     return "\n".join(lines)
+
+
+def _errors(audit: dict[str, Any]) -> list[str]:
+    from obliviate.audit import attack_errors
+
+    return [f"attack failed: {e}" for e in attack_errors(audit["models"])]
 
 
 def print_audit(audit: dict[str, Any], console=None) -> None:
@@ -115,3 +126,5 @@ def print_audit(audit: dict[str, Any], console=None) -> None:
     console.print(table)
     for m, v in audit.get("verdicts", {}).items():
         console.print(f"  [bold]{m}[/]: {v}", highlight=False)
+    for e in _errors(audit):
+        console.print(f"  [red]{e}[/]", highlight=False, soft_wrap=True)

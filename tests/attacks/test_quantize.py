@@ -16,10 +16,10 @@ from obliviate.attacks.quantize import (
     mean_step_ratio,
     quantize_codes,
     quantized_change_fraction,
-    quantized_linears,
     relative_weight_change,
     resolve_group_size,
 )
+from obliviate.models.modules import weight_matrices
 from obliviate.models.tiny import TinyModelConfig, build_model
 
 RTN = sorted(n for n, a in available().items() if n.startswith("rtn"))
@@ -174,9 +174,9 @@ def test_rtn8_equals_quanto_qint8_on_tiny_llama(quanto, tiny_model, small_world,
     theirs = copy.deepcopy(tiny_model)
     quanto.quantize(theirs, weights=quanto.qint8, exclude="lm_head")
     quanto.freeze(theirs)
-    mine = dict(quantized_linears(ours))
+    mine = dict(weight_matrices(ours))
     n = 0
-    for name, _ in quantized_linears(tiny_model):
+    for name, _ in weight_matrices(tiny_model):
         q_module = theirs.get_submodule(name)
         assert type(q_module).__name__ == "QLinear", name
         torch.testing.assert_close(mine[name].weight, q_module.weight.dequantize(), atol=1e-7, rtol=0)
@@ -362,7 +362,7 @@ def test_noise_int4_has_the_int4_step_as_std_and_is_seeded(tiny_model, small_wor
     c = get_attack("noise_int4").run(tiny_model, _ctx(small_world, tiny_tokenizer, seed=4))
     _assert_same(tiny_model, before)
     ratios = []
-    for name, module in quantized_linears(tiny_model):
+    for name, module in weight_matrices(tiny_model):
         noisy = a.model.get_submodule(name).weight
         assert torch.equal(noisy, b.model.get_submodule(name).weight), name
         assert not torch.equal(noisy, c.model.get_submodule(name).weight), name

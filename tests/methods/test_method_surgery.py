@@ -95,7 +95,7 @@ def test_items_without_perturbed_answers(small_world, tiny_tokenizer, tiny_model
         assert float(no_update) == pytest.approx(float(-_nll(tiny_model, _only(forget, 0))), abs=1e-5)
     none = dataclasses.replace(small_world, forget=[dataclasses.replace(it, perturbed_answers=())
                                                     for it in small_world.forget])
-    with pytest.raises(DataError, match="surgery needs an update set"):
+    with pytest.raises(DataError, match="surgery needs the field \"perturbed_answers\""):
         _ctx(none, tiny_tokenizer)
 
 
