@@ -17,7 +17,8 @@ projections); the LM head and the embeddings stay in full precision unless
   4-bit FP4 / NormalFloat4 (Dettmers et al. 2023, "QLoRA: Efficient Finetuning of Quantized
   LLMs", blockwise absmax, block 64).
 - `noise_int4` (family "noise"): the control for "any perturbation of this size": Gaussian
-  noise whose std is the symmetric int4 group-128 step of each group.
+  noise whose std is RTN int4's rounding-error std, step / sqrt(12) (step = the symmetric int4
+  group-128 scale of each group).
 
 The diagnostics at the end show the paper's mechanism: the fraction of weights whose integer
 code differs between T and U (`quantized_change_fraction`), how far U moved
@@ -319,12 +320,16 @@ def bnb_nf4(model, ctx: AttackContext) -> Attacked:
 # Noise control
 # ---------------------------------------------------------------------------------------------
 
-@register("noise_int4", "Gaussian weight noise with std = the int4 group-128 step (control)", family="noise")
+NOISE_STD_FACTOR = 12 ** -0.5  # RTN's rounding error is uniform on [-step/2, step/2]: std step/sqrt(12)
+
+
+@register("noise_int4", "Gaussian weight noise with std = RTN int4's rounding-error std, step/sqrt(12) (control)",
+          family="noise")
 def noise_int4(model, ctx: AttackContext) -> Attacked:
-    """W + N(0, s^2) per weight, s = the symmetric int4 group-128 scale of its group: a
-    perturbation of the size of int4 rounding (whose error is uniform on [-s/2, s/2], std
-    s/sqrt(12)) but with no pull back to the target's grid. If this recovers as much as rtn4,
-    recovery is "any perturbation"; if not, it is the rounding (Zhang et al. 2025)."""
+    """W + N(0, s^2) per weight with s = step / sqrt(12), step the symmetric int4 group-128 scale
+    of the weight's group: RTN's rounding error is uniform on [-step/2, step/2], so this noise has
+    the std of int4 rounding but no pull back to the target's grid. If it recovers as much as
+    rtn4, recovery is "any perturbation"; if not, it is the rounding (Zhang et al. 2025)."""
     check_params(ctx, "noise_int4", {"include_lm_head"})
     include_head = bool(ctx.params.get("include_lm_head", False))
     attacked = copy.deepcopy(model)
@@ -333,9 +338,10 @@ def noise_int4(model, ctx: AttackContext) -> Attacked:
     with torch.no_grad():
         for layer, module in quantized_linears(attacked, include_head):
             step, used[layer] = int_step(module.weight, 4, 128)
-            noise = torch.randn(step.shape, generator=gen) * step
+            noise = torch.randn(step.shape, generator=gen) * (step * NOISE_STD_FACTOR)
             module.weight.add_(noise.to(module.weight.device, module.weight.dtype))
-    info = {"method": "gaussian_noise", "std": "int4 symmetric step", "bits": 4, "symmetric": True,
+    info = {"method": "gaussian_noise", "std": "int4 symmetric group-128 step / sqrt(12) (RTN's rounding-error std)",
+            "std_factor": NOISE_STD_FACTOR, "bits": 4, "symmetric": True,
             **_group_info(128, used), "n_layers": len(used), "include_lm_head": include_head, "seed": ctx.seed}
     return Attacked(model=attacked, info=info)
 
