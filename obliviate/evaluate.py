@@ -188,7 +188,9 @@ def probe_set(model, tokenizer, items: list[QAItem], cfg: EvalConfig, generate_t
 
 def set_metrics(items: list[QAItem], probe: dict, cfg: EvalConfig) -> dict[str, np.ndarray]:
     """Per-item metric values of one probe set."""
-    texts = [(it.question or "") + " " + it.answer for it in items]
+    # zlib (Carlini et al. 2021): the NLL and the compressed size of the same text; nll_avg is
+    # over the answer tokens (the whole text for a raw-text item), so the answer is compressed
+    texts = [it.answer for it in items]
     vals = {
         "prob": M.length_normalised_prob(probe["nll_avg"]),
         "exact_mem": M.exact_memorization(probe["correct"]),
