@@ -24,11 +24,12 @@ from obliviate.data.collate import (
     collate,
     collate_prompts,
     encode,
+    encode_items,
     encode_prompt,
     pad_id_of,
 )
 from obliviate.data.task import ForgetTask, QAItem
-from obliviate.methods._losses import MODEL_KEYS
+from obliviate.methods._losses import MODEL_KEYS, nll_mean
 from obliviate.progress import progress
 
 
@@ -51,6 +52,15 @@ class EvalResult:
     metrics: dict[str, float]
     per_item: dict[str, dict[str, list]] = field(default_factory=dict)
     generations: dict[str, list[str]] = field(default_factory=dict)
+    # metric -> why it is NaN (results.json `not_measured`, "n/a" in the tables)
+    not_measured: dict[str, str] = field(default_factory=dict)
+
+
+# Metrics defined relative to the retain-only oracle: without one there is nothing to compare
+# with, so they are NaN with this reason (comparing a model with itself would report the ideal
+# values, forget quality 1 and privleak 0, that nothing measured).
+ORACLE_METRICS = ("forget_quality", "privleak")
+NO_ORACLE = "no oracle (retain-only model) to compare with"
 
 
 def _model_device(model) -> torch.device:
@@ -114,6 +124,19 @@ def generate_ids(model, tokenizer, prompts: list[list[int]], max_new: list[int],
                 ids = ids[: ids.index(eos)]
             out[r] = ids
     return out
+
+
+@torch.no_grad()
+def mean_answer_nll(model, tokenizer, items: list[QAItem], batch_size: int = 32, max_length: int = 512) -> float:
+    """Mean answer-token NLL over `items` (each batch's token mean, weighted by its item count)."""
+    device = _model_device(model)
+    encoded, pad = encode_items(tokenizer, items, max_length), pad_id_of(tokenizer)
+    total, n = 0.0, 0
+    for idx in batches(len(encoded), batch_size):
+        batch = collate([encoded[i] for i in idx], pad)
+        total += float(nll_mean(model, {k: batch[k].to(device) for k in (*MODEL_KEYS, "labels")})) * len(idx)
+        n += len(idx)
+    return total / max(n, 1)
 
 
 def generate(model, tokenizer, prompts: list[list[int]], max_new: list[int], batch_size: int = 64) -> list[str]:
@@ -219,8 +242,8 @@ def evaluate(model, tokenizer, task: ForgetTask, cfg: EvalConfig | None = None,
     """Every metric of SPEC section 3 for one model on one task.
 
     `oracle` (the retain-only model's own result) supplies the per-item forget truth ratios
-    for forget quality and the MIA AUC for privleak; without it those two are NaN, and for
-    the oracle itself they are computed against itself (forget quality 1, privleak 0).
+    for forget quality and the MIA AUC for privleak; without it those two are NaN and
+    `not_measured` says why (`evaluate_oracle` compares the oracle with itself: 1 and 0 by definition).
     """
     cfg = cfg or EvalConfig()
     model.eval()
@@ -258,10 +281,8 @@ def evaluate(model, tokenizer, task: ForgetTask, cfg: EvalConfig | None = None,
             if f"utility_{name}_{key}" in flat:
                 components[f"utility_{name}_{key}"] = flat[f"utility_{name}_{key}"]
     flat["model_utility"] = M.model_utility(components) if components else float("nan")
-    flat["forget_quality"] = float("nan")
-    flat["privleak"] = float("nan")
     result = EvalResult(flat, per_item, generations)
-    return evaluate_with_reference(result, oracle) if oracle is not None else result
+    return evaluate_with_reference(result, oracle) if oracle is not None else without_reference(result)
 
 
 def evaluate_oracle(model, tokenizer, task: ForgetTask, cfg: EvalConfig | None = None) -> EvalResult:
@@ -269,11 +290,26 @@ def evaluate_oracle(model, tokenizer, task: ForgetTask, cfg: EvalConfig | None =
     return evaluate_with_reference(res, res)
 
 
+def without_reference(res: EvalResult, reason: str = NO_ORACLE) -> EvalResult:
+    """`res` with the oracle-relative metrics NaN and `reason` recorded for each."""
+    for key in ORACLE_METRICS:
+        res.metrics[key] = float("nan")
+        res.not_measured[key] = reason
+    return res
+
+
 def evaluate_with_reference(res: EvalResult, oracle: EvalResult) -> EvalResult:
     """Fill forget quality and privleak of `res` from the oracle's cached result."""
+    for key in ORACLE_METRICS:
+        res.not_measured.pop(key, None)
     r_model = np.array(res.per_item["forget"].get("truth_ratio", []))
     if len(r_model):
         res.metrics["forget_quality"] = M.forget_quality(r_model, np.array(oracle.per_item["forget"]["truth_ratio"]))
+    else:
+        res.metrics["forget_quality"] = float("nan")
+        res.not_measured["forget_quality"] = "no truth ratios (the forget set has no perturbed answers)"
     res.metrics["privleak"] = M.privleak(res.metrics.get("mia_min_k_auc", float("nan")),
                                          oracle.metrics.get("mia_min_k_auc", float("nan")))
+    if "mia_min_k_auc" not in res.metrics:
+        res.not_measured["privleak"] = "no holdout set (membership AUC needs never-seen items)"
     return res

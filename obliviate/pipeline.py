@@ -17,7 +17,7 @@ import numpy as np
 
 from obliviate.config import RunConfig, dump_run_config
 from obliviate.data.task import DataError, ForgetTask
-from obliviate.evaluate import EvalConfig, EvalResult, evaluate, evaluate_with_reference
+from obliviate.evaluate import EvalConfig, EvalResult, evaluate, evaluate_with_reference, without_reference
 from obliviate.memory import peak_memory
 from obliviate.models.cache import cache_key, cache_root
 from obliviate.models.load import load_model, save_model
@@ -61,7 +61,7 @@ def evaluate_cached(model_dir: Path, task: ForgetTask, cfg: EvalConfig, oracle: 
         tmp.write_text(json.dumps({"metrics": res.metrics, "per_item": res.per_item,
                                    "generations": res.generations}))
         tmp.replace(path)
-    return evaluate_with_reference(res, oracle if oracle is not None else res)
+    return evaluate_with_reference(res, oracle) if oracle is not None else without_reference(res)
 
 
 def per_item_rows(name: str, task: ForgetTask, res: EvalResult) -> list[dict[str, Any]]:
@@ -79,7 +79,8 @@ def per_item_rows(name: str, task: ForgetTask, res: EvalResult) -> list[dict[str
 
 
 def _entry(res: EvalResult, **extra: Any) -> dict[str, Any]:
-    return {"metrics": res.metrics, "per_item": res.per_item, **extra}
+    missing = {"not_measured": dict(res.not_measured)} if res.not_measured else {}
+    return {"metrics": res.metrics, "per_item": res.per_item, **missing, **extra}
 
 
 def unlearn_measured(model, tokenizer, task: ForgetTask, ucfg: UnlearnConfig, **kwargs: Any):
@@ -189,6 +190,8 @@ def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path,
     t0 = time.perf_counter()
     oracle = (evaluate_cached(dirs["oracle"], task, cfg.eval, None, cfg.cache, "evaluating oracle")
               if dirs.get("oracle") else None)
+    if oracle is not None:  # the oracle's own row: compared with itself (forget quality 1, privleak 0)
+        evaluate_with_reference(oracle, oracle)
     target = evaluate_cached(dirs["target"], task, cfg.eval, oracle, cfg.cache, "evaluating target")
     log(f"target{' and oracle' if oracle else ''} evaluated ({time.perf_counter() - t0:.1f} s)")
     for name, res in (("target", target), ("oracle", oracle)):

@@ -36,6 +36,9 @@ class AttackContext:
     seed: int = 0
     model_dir: Path | None = None  # where the attacked model lives on disk (for libraries that load from disk)
     params: dict[str, Any] = field(default_factory=dict)  # per-attack options, e.g. {"include_lm_head": True}
+    # the audit's per-item knowledge measure K (EvalConfig.knowledge): attacks that choose among
+    # variants (rtt's lr sweep) choose by the measure the audit will score them with
+    knowledge: str = "acc"
 
 
 @dataclass

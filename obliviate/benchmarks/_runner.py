@@ -102,6 +102,17 @@ def text_nll(model, tokenizer, texts: list[str], max_length: int | None, batch_s
     return np.array([-float(r["logp"].mean()) if len(r["logp"]) else float("nan") for r in scored])
 
 
+def not_measured(metrics: dict[str, float], oracle_metrics: dict[str, float] | None) -> dict[str, Any]:
+    """`{"not_measured": {metric: reason}}` for the oracle-relative metrics a model without an
+    oracle to compare with has as NaN (empty when there is an oracle)."""
+    from obliviate.evaluate import NO_ORACLE, ORACLE_METRICS
+
+    if oracle_metrics is not None:
+        return {}
+    missing = {k: NO_ORACLE for k in ORACLE_METRICS if k in metrics and not np.isfinite(metrics[k])}
+    return {"not_measured": missing} if missing else {}
+
+
 def _report(out: Path, results: dict[str, Any], command: str, notes: list[str]) -> Path:
     lines = [f"# obliviate run — {results['benchmark']}", "", f"Command: `{command}`", "",
              markdown_table(results), "", "## Unlearning runs", "",
@@ -164,7 +175,8 @@ def run_benchmark(out: Path, cfg: RunConfig, benchmark: str, dirs: dict[str, Any
         if name == "oracle":
             oracle_metrics = metrics
         rows += model_rows
-        results["models"][name] = {"metrics": metrics, "path": str(dirs[name])}
+        results["models"][name] = {"metrics": metrics, "path": str(dirs[name]),
+                                   **not_measured(metrics, oracle_metrics if name == "target" else None)}
         if cfg.save_models and tiny:  # a real model is referenced by its path, not copied
             shutil.copytree(dirs[name], out / "models" / name, dirs_exist_ok=True)
     results["models"] = {n: results["models"][n] for n in ("target", "oracle") if n in results["models"]}
@@ -180,7 +192,7 @@ def run_benchmark(out: Path, cfg: RunConfig, benchmark: str, dirs: dict[str, Any
             log(f"{method}: {ulog.steps} steps in {ulog.seconds:.1f} s"
                 + (f" ({ulog.message})" if ulog.message else ""))
             rows += model_rows
-            results["models"][method] = {"metrics": metrics, "unlearn": info}
+            results["models"][method] = {"metrics": metrics, "unlearn": info, **not_measured(metrics, oracle_metrics)}
             if cfg.save_models:
                 save_model(model, tokenizer, out / "models" / method)
             save()

@@ -33,15 +33,29 @@ def columns(results: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def rows(results: dict[str, Any]) -> list[list[str]]:
-    return [[name] + [_fmt(entry["metrics"].get(k)) for k, _, _ in columns(results)]
+    """Table cells; a metric a model records as not measured (`not_measured`) reads "n/a"."""
+    return [[name] + ["n/a" if k in entry.get("not_measured", {}) else _fmt(entry["metrics"].get(k))
+                      for k, _, _ in columns(results)]
             for name, entry in results["models"].items()]
+
+
+def not_measured_notes(results: dict[str, Any]) -> list[str]:
+    """One line per (table metric, reason) of the "n/a" cells, naming the models."""
+    labels = {k: label for k, label, _ in columns(results)}
+    found: dict[tuple[str, str], list[str]] = {}
+    for name, entry in results["models"].items():
+        for key, reason in entry.get("not_measured", {}).items():
+            if key in labels:
+                found.setdefault((labels[key], reason), []).append(name)
+    return [f"n/a: {label} of {', '.join(names)}: {reason}" for (label, reason), names in found.items()]
 
 
 def markdown_table(results: dict[str, Any]) -> str:
     head = ["model"] + [f"{label} {better}".strip() for _, label, better in columns(results)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
-    return "\n".join(lines)
+    notes = not_measured_notes(results)
+    return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))
 
 
 def print_table(results: dict[str, Any], console=None) -> None:
@@ -58,6 +72,8 @@ def print_table(results: dict[str, Any], console=None) -> None:
     for r in rows(results):
         table.add_row(*r)
     console.print(table)
+    for note in not_measured_notes(results):
+        console.print(note, highlight=False)
 
 
 def _pct(row: dict[str, Any] | None, key: str) -> str:
