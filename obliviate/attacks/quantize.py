@@ -28,8 +28,9 @@ Integer ranges (RTN). Symmetric b-bit: scale = max|w| / (2^(b-1) - 1), q = clamp
 scale), -(2^(b-1) - 1), 2^(b-1) - 1), w' = q * scale: the restricted "absmax" range of
 LLM.int8 (round(127 / absmax * x), eq. 1 there) and of optimum-quanto's qint8, so int4 uses the
 15 codes -7..7 and int8 -127..127 (-2^(b-1) is never produced: |w| / scale <= 2^(b-1) - 1).
-GPTQ's symmetric mode differs: scale = 2 max|w| / (2^b - 1) over the codes -8..7 (the
-largest weight clamps to 7), a step 14/15 of ours for int4. Asymmetric b-bit: scale = (max -
+`gptq4` uses this same grid (`symmetric_scale`, `symmetric_codes`), so rtn4 and gptq4 differ
+only by GPTQ's error compensation. (GPTQ's reference code's symmetric mode is scale = 2 max|w| /
+(2^b - 1) over the codes -8..7, a step 14/15 of ours for int4; we keep one grid for both.) Asymmetric b-bit: scale = (max -
 min) / (2^b - 1), zero = round(-min / scale), q = clamp(round(w / scale) + zero, 0, 2^b - 1),
 w' = (q - zero) * scale.
 The zero point is *not* clamped into the code range (fake quantization has no uint4 to store
@@ -64,6 +65,21 @@ def resolve_group_size(in_features: int, group_size: int | None) -> int:
     return max(d for d in range(1, group_size + 1) if in_features % d == 0)
 
 
+def symmetric_scale(g: Tensor, bits: int) -> Tensor:
+    """The symmetric b-bit scale of each group along the last dimension (kept as size 1):
+    max|w| / (2^(b-1) - 1); an all-zero group gets 1 (its codes are all 0)."""
+    scale = g.abs().amax(-1, keepdim=True) / (2 ** (bits - 1) - 1)
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+def symmetric_codes(w: Tensor, scale: Tensor, bits: int) -> Tensor:
+    """round(w / scale) clamped to -(2^(b-1) - 1)..2^(b-1) - 1: the one symmetric grid of every
+    RTN attack and of `gptq4` (whose error updates can push a weight past the group's max|w|;
+    it then clamps to the largest code, as in GPTQ's reference quantizer)."""
+    qmax = 2 ** (bits - 1) - 1
+    return torch.clamp(torch.round(w / scale), -qmax, qmax)
+
+
 def quantize_codes(w: Tensor, bits: int, group_size: int | None = 128,
                    symmetric: bool = True) -> tuple[Tensor, Tensor, Tensor, int]:
     """RTN integer codes of a 2-D weight (out, in), computed in fp32.
@@ -80,11 +96,9 @@ def quantize_codes(w: Tensor, bits: int, group_size: int | None = 128,
     gs = resolve_group_size(in_features, group_size)
     g = w.detach().float().reshape(out_features, in_features // gs, gs)
     if symmetric:
-        qmax = 2 ** (bits - 1) - 1
-        scale = g.abs().amax(-1, keepdim=True) / qmax
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # all-zero group -> codes 0
+        scale = symmetric_scale(g, bits)
         zero = torch.zeros_like(scale)
-        q = torch.clamp(torch.round(g / scale), -qmax, qmax)
+        q = symmetric_codes(g, scale, bits)
     else:
         qmax = 2**bits - 1
         lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
