@@ -189,6 +189,9 @@ def unlearn_cmd(
     from obliviate.report.tables import print_table
 
     print_table(results, out_console)
+    status = results["models"][method]["unlearn"]
+    if status["status"] == "diverged":  # a wrecked model is not a result: say so in the exit code
+        _fail(f"{method} {status['message']}", 1)
 
 
 prepare_app = typer.Typer(no_args_is_help=True, help="Train (and cache) tiny target and oracle models for a benchmark.")

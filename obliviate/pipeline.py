@@ -249,6 +249,10 @@ def audit_run(out: Path, results: dict[str, Any], task: ForgetTask, audit_cfg, e
     t0 = time.perf_counter()
     audit = audit_models(models, task, audit_cfg.attacks, eval_cfg, seed, audit_cfg.params, log=log)
     audit["seconds"] = round(time.perf_counter() - t0, 1)
+    for name, entry in results["models"].items():  # divergence is not success: the verdict leads with it
+        u = entry.get("unlearn") or {}
+        if u.get("status") == "diverged" and name in audit["verdicts"]:
+            audit["verdicts"][name] = f"{u['message']}; audited at those weights: {audit['verdicts'][name]}"
     _attach_audit(out, results, audit)
     for name, v in audit["verdicts"].items():
         log(f"{name}: {v}")
