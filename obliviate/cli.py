@@ -47,6 +47,24 @@ def _parse_params(params: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user typed option `name` (its parameter name): a run file's value wins over a
+    CLI *default*, and only options the user actually gave override the file (click's
+    parameter source; typer ships its own click, so the context comes as a parameter)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+
+
+def _check_models(*names: str | None) -> None:
+    """Every model path named can load (exists, config.json, readable safetensors), before the run
+    directory is touched."""
+    from obliviate.models.load import check_model
+
+    for name in names:
+        if name:
+            check_model(name)
+
+
 def _split(methods: str | None) -> list[str] | None:
     return [m.strip() for m in methods.split(",") if m.strip()] if methods else None
 
@@ -60,6 +78,7 @@ def _setup_threads() -> None:
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/demo"),
     seed: Annotated[int, typer.Option(help="seed of the world, the models and unlearning")] = 0,
     methods: Annotated[str | None, typer.Option(help="comma-separated methods (see `obliviate list methods`)")] = None,
@@ -76,13 +95,14 @@ def demo(
     from obliviate.pipeline import prepare_run_dir, run_world
     from obliviate.report.tables import print_table
 
-    overrides: dict[str, Any] = {"seed": seed, "methods": _split(methods), "world.forget_fraction": forget}
+    overrides: dict[str, Any] = {"seed": seed if _given(ctx, "seed") else None, "methods": _split(methods),
+                                 "world.forget_fraction": forget}
     if quick:
         overrides.update({"world.n_people": 20, "world.n_attributes": 6, "world.retain_eval_size": 60,
                           "world.forget_fraction": forget or 0.2})
     if no_cache:
         overrides["cache"] = False
-    overrides["audit.enabled"] = audit
+    overrides["audit.enabled"] = audit if _given(ctx, "audit") else None
     overrides["audit.attacks"] = _split(attacks)
     try:
         cfg = load_run_config(config, overrides)
@@ -135,6 +155,7 @@ def audit_cmd(
         else:
             if not (model and target and forget and retain and out):
                 _fail("give a RUN_DIR, or --model, --target, --forget, --retain and --out")
+            _check_models(model, target, oracle)
             results = audit_external(model, target, oracle, forget, retain, holdout, out, audit_cfg, seed,
                                      force, log=log, command=_command_line())
     except (DataError, KeyError) as e:
@@ -144,6 +165,7 @@ def audit_cmd(
 
 @app.command("unlearn")
 def unlearn_cmd(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Hugging Face causal LM: directory or Hub id")],
     forget: Annotated[Path, typer.Option(help="forget set: JSON Lines/JSON/CSV of {question, answer} or {text}")],
     retain: Annotated[Path, typer.Option(help="retain set, same formats")],
@@ -159,28 +181,26 @@ def unlearn_cmd(
     mixed_precision: Annotated[str, typer.Option(help="no | bf16 | fp16")] = "no",
     param: Annotated[list[str] | None, typer.Option(help="method hyper-parameter KEY=VALUE (repeatable)")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON run file (seed, unlearn, eval, method_overrides)")] = None,
     force: Annotated[bool, typer.Option(help="overwrite an existing run directory")] = False,
 ) -> None:
     """Unlearn a forget set from any causal LM, evaluate before/after, save the model."""
     from obliviate.data.jsonl import load_user_task
-    from obliviate.evaluate import EvalConfig
-    from obliviate.methods import get_method, make_params
     from obliviate.pipeline import run_user
-    from obliviate.unlearn import UnlearnConfig
 
     try:
-        make_params(get_method(method), _parse_params(param))
+        options = {"lr": lr, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
+                   "grad_accum": grad_accum, "mixed_precision": mixed_precision}
+        ucfg, ecfg = _unlearn_settings(ctx, config, method, _parse_params(param), options, seed)
         task = load_user_task(forget, retain, holdout)
-        ucfg = UnlearnConfig(method=method, params=_parse_params(param), lr=lr, epochs=epochs,
-                             max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
-                             mixed_precision=mixed_precision, seed=seed)
+        _check_models(model, oracle)
         from obliviate.pipeline import prepare_run_dir
 
         prepare_run_dir(out, force)
         _setup_threads()
         sources = {"forget": str(forget.resolve()), "retain": str(retain.resolve()),
                    "holdout": str(holdout.resolve()) if holdout else None}
-        results = run_user(model, task, ucfg, EvalConfig(), out, oracle, log=lambda m: console.print(f"[dim]{m}[/]"),
+        results = run_user(model, task, ucfg, ecfg, out, oracle, log=lambda m: console.print(f"[dim]{m}[/]"),
                            command=_command_line(), sources=sources)
     except (DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
@@ -189,9 +209,43 @@ def unlearn_cmd(
     from obliviate.report.tables import print_table
 
     print_table(results, out_console)
-    status = results["models"][method]["unlearn"]
+    status = results["models"][ucfg.method]["unlearn"]
     if status["status"] == "diverged":  # a wrecked model is not a result: say so in the exit code
-        _fail(f"{method} {status['message']}", 1)
+        _fail(f"{ucfg.method} {status['message']}", 1)
+
+
+def _unlearn_settings(ctx: typer.Context, config: Path | None, method: str, params: dict[str, Any],
+                      options: dict[str, Any], seed: int):
+    """(UnlearnConfig, EvalConfig) of `obliviate unlearn`, validated: CLI defaults < the run file's
+    `unlearn`, `seed`, `eval` and `method_overrides[METHOD]` < the options the user typed. A run
+    file may name the method as `methods: [one]`."""
+    from obliviate.config import load_run_config, validated
+    from obliviate.evaluate import EvalConfig
+    from obliviate.methods import get_method, make_params
+    from obliviate.unlearn import UnlearnConfig
+
+    values: dict[str, Any] = {"method": method, "params": params, "seed": seed, **options}
+    ecfg = EvalConfig()
+    if config is not None:
+        cfg = load_run_config(config)
+        given = cfg.model_fields_set
+        from_file = cfg.unlearn.model_dump(include=cfg.unlearn.model_fields_set) if "unlearn" in given else {}
+        if "methods" in given:
+            if len(cfg.methods) != 1 and not _given(ctx, "method"):
+                raise DataError(f"{config}: methods lists {len(cfg.methods)}; unlearn runs one (give --method)")
+            from_file["method"] = cfg.methods[0]
+        name = method if _given(ctx, "method") else from_file.get("method", method)
+        override = cfg.method_overrides.get(name, {})
+        from_file |= {k: v for k, v in override.items() if k != "params"}
+        file_params = {**from_file.pop("params", {}), **override.get("params", {})}
+        if "seed" in given:
+            from_file["seed"] = cfg.seed
+        values |= {k: v for k, v in from_file.items() if not _given(ctx, k)}
+        values["params"] = {**file_params, **params}
+        ecfg = cfg.eval
+    ucfg = validated(UnlearnConfig, values)
+    make_params(get_method(ucfg.method), ucfg.params)
+    return ucfg, ecfg
 
 
 prepare_app = typer.Typer(no_args_is_help=True, help="Train (and cache) tiny target and oracle models for a benchmark.")
@@ -211,18 +265,20 @@ NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="retrain the tiny m
 ForceOpt = Annotated[bool, typer.Option(help="overwrite an existing run directory")]
 
 
-def _bench_config(config: Path | None, seed: int, methods: str | None, default_methods: list[str],
-                  attacks: str | None, audit: bool, no_cache: bool):
+def _bench_config(ctx: typer.Context, config: Path | None, seed: int, methods: str | None,
+                  default_methods: list[str], attacks: str | None, audit: bool, no_cache: bool):
     from obliviate.config import load_run_config
 
-    overrides: dict[str, Any] = {"seed": seed, "audit.enabled": audit, "audit.attacks": _split(attacks)}
+    overrides: dict[str, Any] = {"seed": seed if _given(ctx, "seed") else None,
+                                 "audit.enabled": audit if _given(ctx, "audit") else None, "audit.attacks": _split(attacks)}
     overrides["methods"] = _split(methods) or (None if config else default_methods)
     if no_cache:
         overrides["cache"] = False
     return load_run_config(config, overrides)
 
 
-def _bench(out: Path, force: bool, config: Path | None, seed: int, methods: str | None, default_methods: list[str],
+def _bench(ctx: typer.Context, out: Path, force: bool, config: Path | None, seed: int, methods: str | None,
+           default_methods: list[str],
            job, attacks: str | None = None, audit: bool = False, no_cache: bool = False,
            model: str | None = None, oracle: str | None = None) -> None:
     """The shared body of every `bench` command: check the options, resolve the run config, run
@@ -230,9 +286,10 @@ def _bench(out: Path, force: bool, config: Path | None, seed: int, methods: str 
     if oracle and not model:
         _fail("--oracle needs --model (the tiny target has its own oracle)")
     try:
-        cfg = _bench_config(config, seed, methods, default_methods, attacks, audit, no_cache)
-    except DataError as e:
-        _fail(str(e))
+        cfg = _bench_config(ctx, config, seed, methods, default_methods, attacks, audit, no_cache)
+        _check_models(model, oracle)
+    except (DataError, KeyError) as e:
+        _fail(str(e).strip("'\""))
     _run_bench(out, force, lambda log, command: job(cfg, log, command))
 
 
@@ -281,6 +338,7 @@ def prepare_tofu_cmd(
 
 @bench_app.command("tofu")
 def bench_tofu_cmd(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/tofu"),
     split: Annotated[str, typer.Option(help="forget01 | forget05 | forget10")] = "forget10",
     authors: Annotated[int | None, typer.Option(help="reduced TOFU: this many retain authors")] = None,
@@ -298,13 +356,14 @@ def bench_tofu_cmd(
     """TOFU end to end: tiny target + oracle from the real data (or --model/--oracle), methods, suite, audit."""
     from obliviate.benchmarks import tofu
 
-    _bench(out, force, config, seed, methods, tofu.DEFAULT_METHODS,
+    _bench(ctx, out, force, config, seed, methods, tofu.DEFAULT_METHODS,
            lambda cfg, log, command: tofu.run(out, cfg, split, authors, data, model, oracle, log, command),
            attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle)
 
 
 @bench_app.command("muse")
 def bench_muse_cmd(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option(help="MUSE-News files (raw/, verbmem/, knowmem/, privleak/)")],
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/muse"),
     articles: Annotated[int | None, typer.Option(help="keep the first N forget articles (tiny models on a CPU)")] = None,
@@ -319,13 +378,14 @@ def bench_muse_cmd(
     """MUSE-News: unlearn the forget articles (text), then VerbMem, KnowMem and PrivLeak against the oracle."""
     from obliviate.benchmarks import muse
 
-    _bench(out, force, config, seed, methods, muse.DEFAULT_METHODS,
+    _bench(ctx, out, force, config, seed, methods, muse.DEFAULT_METHODS,
            lambda cfg, log, command: muse.run(out, cfg, data, articles, model, oracle, log, command),
            no_cache=no_cache, model=model, oracle=oracle)
 
 
 @bench_app.command("semeval")
 def bench_semeval_cmd(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option(help="SemEval-2025 Task 4 files (forget/retain x train/validation, mia_data/)")],
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/semeval"),
     model: ModelOpt = None,
@@ -340,13 +400,14 @@ def bench_semeval_cmd(
     """SemEval-2025 Task 4: unlearn, then the 12-cell task aggregate, the MIA score and the final score."""
     from obliviate.benchmarks import semeval
 
-    _bench(out, force, config, seed, methods, semeval.DEFAULT_METHODS,
+    _bench(ctx, out, force, config, seed, methods, semeval.DEFAULT_METHODS,
            lambda cfg, log, command: semeval.run(out, cfg, data, model, oracle, mmlu, log, command),
            no_cache=no_cache, model=model, oracle=oracle)
 
 
 @bench_app.command("tdec")
 def bench_tdec_cmd(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option(help="TDEC files: lm_extraction_32_{0..4}.csv and validation/")],
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/tdec"),
     forget_set: Annotated[int, typer.Option(help="which 32-sample forget set (0-4)")] = 0,
@@ -366,7 +427,7 @@ def bench_tdec_cmd(
     from obliviate.benchmarks import tdec
 
     unseen_arg: int | str | None = int(unseen) if unseen is not None and unseen.isdigit() else unseen
-    _bench(out, force, config, seed, methods, tdec.DEFAULT_METHODS,
+    _bench(ctx, out, force, config, seed, methods, tdec.DEFAULT_METHODS,
            lambda cfg, log, command: tdec.run(
         out, cfg, data, forget_set, model, unseen_arg, limit, max_tokens=max_tokens, log=log, command=command),
            attacks=attacks, audit=audit, no_cache=no_cache)
@@ -374,6 +435,7 @@ def bench_tdec_cmd(
 
 @bench_app.command("wmdp")
 def bench_wmdp_cmd(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option(help="the model to evaluate (and unlearn): directory or Hub id")],
     data: Annotated[Path, typer.Option(help="directory of wmdp-{bio,chem,cyber}.json")],
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/wmdp"),
@@ -390,7 +452,7 @@ def bench_wmdp_cmd(
     """WMDP multiple-choice accuracy (zero-shot and calibrated); with corpora, unlearn (RMU) and re-evaluate."""
     from obliviate.benchmarks import wmdp
 
-    _bench(out, force, config, seed, methods, wmdp.DEFAULT_METHODS,
+    _bench(ctx, out, force, config, seed, methods, wmdp.DEFAULT_METHODS,
            lambda cfg, log, command: wmdp.run(
         out, cfg, data, model, tuple(_split(subsets) or ()), limit, forget_corpus, retain_corpus, baseline, log,
         command))
@@ -398,6 +460,7 @@ def bench_wmdp_cmd(
 
 @bench_app.command("rwku")
 def bench_rwku_cmd(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option(help="the model to evaluate and unlearn: directory or Hub id")],
     data: Annotated[Path, typer.Option(help="RWKU files (per-subject folders or flat files with `subject`)")],
     subject: Annotated[list[str], typer.Option(help="a person to forget (repeatable; names may hold commas)")],
@@ -411,7 +474,7 @@ def bench_rwku_cmd(
     """RWKU probes (3 forget levels, neighbours, MIA) before and after unlearning the subjects' passages."""
     from obliviate.benchmarks import rwku
 
-    _bench(out, force, config, seed, methods, rwku.DEFAULT_METHODS,
+    _bench(ctx, out, force, config, seed, methods, rwku.DEFAULT_METHODS,
            lambda cfg, log, command: rwku.run(out, cfg, data, model, subject, log, command, chat))
 
 
@@ -444,6 +507,7 @@ def eval_cmd(
         from obliviate.pipeline import evaluate_models
 
         task = load_tofu(data, split, authors)
+        _check_models(model, oracle)
         _setup_threads()
         results = evaluate_models(task, model, oracle, out, force, command=_command_line(),
                                   log=lambda m: console.print(f"[dim]{m}[/]"))

@@ -26,6 +26,8 @@ from obliviate.data.collate import (
     encode,
     encode_items,
     encode_prompt,
+    fit_prompt,
+    leading_bos,
     pad_id_of,
 )
 from obliviate.data.task import ForgetTask, QAItem
@@ -108,6 +110,11 @@ def generate_ids(model, tokenizer, prompts: list[list[int]], max_new: list[int],
     device = _model_device(model)
     pad = pad_id_of(tokenizer)
     eos = tokenizer.eos_token_id
+    from obliviate.metrics.muse import context_length
+
+    context = context_length(model)
+    if context:  # a prompt longer than the model's context keeps its end
+        prompts = [fit_prompt(p, context, leading_bos(p, tokenizer)) for p in prompts]
     order = sorted(range(len(prompts)), key=order_key or (lambda i: len(prompts[i])))
     out: list[list[int]] = [[] for _ in prompts]
     for idx in batches(len(order), batch_size):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -26,13 +27,27 @@ from obliviate.report.tables import markdown_table
 from obliviate.unlearn import UnlearnConfig, unlearn
 
 
+def check_run_dir(out: Path) -> None:
+    """`out` can become a run directory: not a file, and creatable and writable (checked on the
+    nearest existing ancestor) — before anything is written or deleted."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out}: is a file, not a directory")
+    parent = out if out.exists() else next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"--out {out}: cannot write there ({parent or out} is not a writable directory)")
+
+
 def prepare_run_dir(out: Path, force: bool) -> Path:
     """A fresh run directory; an existing non-empty one is only replaced with `force`."""
+    check_run_dir(out)
     if out.exists() and any(out.iterdir()):
         if not force:
             raise DataError(f"{out}: run directory exists and is not empty (use --force to overwrite)")
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"--out {out}: cannot create the run directory ({e.strerror})") from None
     return out
 
 

@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
@@ -45,24 +45,24 @@ class UnlearnConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     method: str = "gd"
     params: dict[str, Any] = Field(default_factory=dict, description="method hyper-parameters")
-    lr: float = 1e-5
-    epochs: int = 5
-    max_steps: int | None = Field(None, description="optimizer steps; overrides epochs")
-    batch_size: int = Field(8, description="forget items per step per process")
-    retain_batch_size: int | None = Field(None, description="retain items per step (default: batch_size)")
-    grad_accum: int = 1
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    mixed_precision: str = Field("no", description="no | bf16 | fp16 (accelerate)")
+    lr: float = Field(1e-5, gt=0)
+    epochs: int = Field(5, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
+    batch_size: int = Field(8, ge=1, description="forget items per step per process")
+    retain_batch_size: int | None = Field(None, ge=1, description="retain items per step (default: batch_size)")
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="no | bf16 | fp16 (accelerate)")
     seed: int = 0
     stop_forget_acc: float | None = Field(None, description="stop once forget accuracy is at or below this")
-    check_every: int = Field(10, description="steps between checks of stop_forget_acc and of divergence")
+    check_every: int = Field(10, ge=1, description="steps between checks of stop_forget_acc and of divergence")
     diverge_at: float | None = Field(
-        0.5, description="stop with status 'diverged' when the retain loss has gone this fraction of the way "
-                         "from its value before unlearning to ln(vocab), the loss of a uniform guess (checked "
-                         "every check_every steps; None: off)")
-    max_length: int = 512
+        0.5, gt=0, description="stop with status 'diverged' when the retain loss has gone this fraction of the way "
+                               "from its value before unlearning to ln(vocab), the loss of a uniform guess "
+                               "(checked every check_every steps; None: off)")
+    max_length: int = Field(512, ge=2)
 
 
 @dataclass

@@ -43,14 +43,35 @@ def encode_prompt(tokenizer, question: str | None, chat: bool = False) -> list[i
     return list(tokenizer(format_prompt(question), add_special_tokens=True)["input_ids"])
 
 
+def fit_prompt(ids: Sequence[int], budget: int, keep: int = 0) -> list[int]:
+    """Left-truncate a prompt to at most `budget` tokens, keeping its first `keep` (BOS): a
+    question longer than the context keeps its end (the part next to "Answer:")."""
+    ids = list(ids)
+    if len(ids) <= budget:
+        return ids
+    if budget <= keep:
+        raise ValueError(f"no room for the prompt: {budget} token(s) allowed, {keep} kept at its start")
+    return ids[:keep] + ids[len(ids) - (budget - keep):]
+
+
+def leading_bos(ids: Sequence[int], tokenizer) -> int:
+    """1 when `ids` starts with the tokenizer's BOS (what `fit_prompt` must keep), else 0."""
+    return int(bool(ids) and tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id)
+
+
 def encode(tokenizer, question: str | None, answer: str, max_length: int = 512,
            chat: bool = False) -> Encoded:
-    """Token ids of one (prompt, answer + EOS) pair; a raw text is all answer."""
+    """Token ids of one (prompt, answer + EOS) pair of at most `max_length` tokens; a raw text is
+    all answer. Too long: the prompt is cut from the left (`fit_prompt`) to leave the answer
+    at least half of `max_length` (or all it needs), then the answer is cut from the right."""
     prompt_ids = encode_prompt(tokenizer, question, chat)
     text = answer if question is None or chat else " " + answer
     answer_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if tokenizer.eos_token_id is not None:
         answer_ids.append(tokenizer.eos_token_id)
+    if len(prompt_ids) + len(answer_ids) > max_length:
+        prompt_ids = fit_prompt(prompt_ids, max(2, max_length - min(len(answer_ids), max_length // 2)),
+                                leading_bos(prompt_ids, tokenizer))
     room = max(1, max_length - len(prompt_ids))
     return Encoded(prompt_ids, answer_ids[:room])
 
