@@ -136,6 +136,10 @@ def write_report(out: Path, results: dict[str, Any], command: str) -> Path:
                   "`recovered` and `recovered_vs_oracle`). The target and oracle columns are controls: "
                   "their forget accuracy under each attack (an attack must not destroy or create knowledge).",
                   "", audit_markdown(audit), ""]
+        if "noise_int4" in audit.get("attacks", []):
+            lines += ["`noise_int4` adds Gaussian noise with the std of RTN int4's rounding error, step/√12 "
+                      "(step = the int4 group-128 scale): a perturbation as large as rtn4's, without its pull "
+                      "back to the target's grid.", ""]
         diag = audit.get("diagnostics", {})
         if diag:
             lines += ["Weight change against the target (the mechanism: a small update that moves no "

@@ -446,3 +446,12 @@ def test_diagnostics_skip_the_lm_head(tiny_model):
 def test_diagnostics_reject_mismatched_models(tiny_model):
     with pytest.raises(ValueError, match="model.layers.0.self_attn.q_proj"):
         quantized_change_fraction(tiny_model, nn.Sequential())
+
+
+def test_report_says_which_std_noise_int4_has(tmp_path):
+    from obliviate.pipeline import write_report
+
+    results = {"benchmark": "world", "models": {"target": {"metrics": {}, "audit": {"noise_int4": {}}}},
+               "audit": {"attacks": ["noise_int4"], "verdicts": {}}}
+    report = write_report(tmp_path, results, "obliviate demo").read_text()
+    assert "noise_int4` adds Gaussian noise with the std of RTN int4's rounding error, step/√12" in report
