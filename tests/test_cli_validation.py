@@ -290,3 +290,13 @@ def test_unlearn_with_a_huge_question_runs(user_files, small_world):
     res = _unlearn(user_files, "--method", "gd", "--max-steps", "1", "--batch-size", "2", "--lr", "1e-4")
     assert res.exit_code == 0, res.output
     assert json.loads((user_files["tmp"] / "run" / "results.json").read_text())["status"] == "done"
+
+
+def test_overlap_names_both_files_and_lines_and_leaves_the_prior_run(user_files, small_world):
+    _write_jsonl(user_files["retain"], small_world.retain[:5] + [small_world.forget[2]])
+    prior = _prior_run(user_files["tmp"] / "run")
+    before = _snapshot(prior)
+    res = _unlearn(user_files, "--force", out=prior)
+    _assert_one_line_exit_2(res, f"{user_files['forget']}:3:", f"({user_files['retain']}:6)",
+                            "also in the retain set")
+    assert _snapshot(prior) == before
