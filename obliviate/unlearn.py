@@ -148,10 +148,11 @@ class _DivergenceGuard:
     A state that passes is kept (on the CPU: trainable weights only) and restored when a later
     one fails."""
 
-    def __init__(self, model, tokenizer, items: list, fraction: float, max_length: int):
+    def __init__(self, model, tokenizer, items: list, fraction: float, max_length: int, batch_size: int):
         from obliviate.evaluate import mean_answer_nll
 
         self.model, self.tokenizer, self.items, self.max_length = model, tokenizer, items, max_length
+        self.batch_size = batch_size  # the training batch: what fits in memory beside the model
         self.mean_nll = mean_answer_nll
         self.start = self._loss()
         uniform = math.log(model.get_output_embeddings().weight.shape[0])
@@ -162,7 +163,7 @@ class _DivergenceGuard:
     def _loss(self) -> float:
         training = self.model.training
         self.model.eval()
-        loss = self.mean_nll(self.model, self.tokenizer, self.items, max_length=self.max_length)
+        loss = self.mean_nll(self.model, self.tokenizer, self.items, self.batch_size, self.max_length)
         self.model.train(training)
         return loss
 
@@ -251,7 +252,8 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
     guard = None
     if cfg.diverge_at is not None and task.retain:
         sample = (task.retain_eval or task.retain)[:DIVERGENCE_ITEMS]
-        guard = _DivergenceGuard(accelerator.unwrap_model(model), tokenizer, sample, cfg.diverge_at, cfg.max_length)
+        guard = _DivergenceGuard(accelerator.unwrap_model(model), tokenizer, sample, cfg.diverge_at, cfg.max_length,
+                                 cfg.retain_batch_size or cfg.batch_size)
 
     t0 = time.perf_counter()
     model.train()
