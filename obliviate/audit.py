@@ -130,7 +130,8 @@ def run_attacks(model, tokenizer, task: ForgetTask, attacks: list[str], cfg: Eva
         for name in attacks:
             attack = get_attack(name)
             ctx = AttackContext(tokenizer=tokenizer, task=task, seed=seed, model_dir=model_dir,
-                                params=dict((params or {}).get(name, {})), prompt=cfg.prompt)
+                                params=dict((params or {}).get(name, {})), prompt=cfg.prompt,
+                                knowledge=cfg.knowledge)
             t0 = time.perf_counter()
             try:
                 attacked = attack.run(model, ctx)

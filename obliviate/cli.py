@@ -101,6 +101,24 @@ def _prompt_format(template: str | None, answer_prefix: str | None, chat: bool):
         raise DataError(f"--prompt-template: {e.errors()[0]['msg']}") from e
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user typed option `name` (its parameter name): a run file's value wins over a
+    CLI *default*, and only options the user actually gave override the file (click's
+    parameter source; typer ships its own click, so the context comes as a parameter)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+
+
+def _check_models(*names: str | None) -> None:
+    """Every model path named can load (exists, config.json, readable safetensors), before the run
+    directory is touched."""
+    from obliviate.models.load import check_model
+
+    for name in names:
+        if name:
+            check_model(name)
+
+
 def _split(methods: str | None) -> list[str] | None:
     return [m.strip() for m in methods.split(",") if m.strip()] if methods else None
 
@@ -188,6 +206,7 @@ def _setup_threads() -> None:
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/demo"),
     seed: Annotated[int, typer.Option(help="seed of the world, the models and unlearning")] = 0,
     methods: Annotated[str | None, typer.Option(help="comma-separated methods (see `obliviate list methods`)")] = None,
@@ -210,13 +229,14 @@ def demo(
     from obliviate.pipeline import run_world
     from obliviate.report.tables import print_table
 
-    overrides: dict[str, Any] = {"seed": seed, "methods": _split(methods), "world.forget_fraction": forget}
+    overrides: dict[str, Any] = {"seed": seed if _given(ctx, "seed") else None, "methods": _split(methods),
+                                 "world.forget_fraction": forget}
     if quick:
         overrides.update({"world.n_people": 20, "world.n_attributes": 6, "world.retain_eval_size": 60,
                           "world.forget_fraction": forget or 0.2})
     if no_cache:
         overrides["cache"] = False
-    overrides["audit.enabled"] = audit
+    overrides["audit.enabled"] = audit if _given(ctx, "audit") else None
     overrides["audit.attacks"] = _split(attacks)
     overrides |= {f"prompt.{k}": v for k, v in _prompt_fields(prompt_template, answer_prefix, chat).items()}
     try:
@@ -279,6 +299,7 @@ def audit_cmd(
             _fail("give a RUN_DIR, or --model, --target, --forget, --retain and --out")
         try:
             fmt = _prompt_format(prompt_template, answer_prefix, chat)
+            _check_models(model, target, oracle)
         except (DataError, KeyError) as e:
             _fail(str(e).strip("'\""))
         results = _run_in_dir(out, force, False, lambda: audit_external(
@@ -290,6 +311,7 @@ def audit_cmd(
 
 @app.command("unlearn")
 def unlearn_cmd(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Hugging Face causal LM: directory or Hub id")],
     forget: Annotated[Path, typer.Option(help="forget set: JSON Lines/JSON/CSV of {question, answer} or {text}")],
     retain: Annotated[Path, typer.Option(help="retain set, same formats")],
@@ -305,6 +327,8 @@ def unlearn_cmd(
     mixed_precision: Annotated[str, typer.Option(help="no | bf16 | fp16")] = "no",
     param: Annotated[list[str] | None, typer.Option(help="method hyper-parameter KEY=VALUE (repeatable)")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON run file (seed, unlearn, eval, method_overrides, "
+                                                     "prompt)")] = None,
     force: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
     resume: ResumeOpt = False,
     checkpoint_every: Annotated[int, typer.Option(help="optimizer steps between resumable checkpoints (0: none)")] = 50,
@@ -314,29 +338,72 @@ def unlearn_cmd(
 ) -> None:
     """Unlearn a forget set from any causal LM, evaluate before/after, save the model."""
     from obliviate.data.jsonl import load_user_task
-    from obliviate.evaluate import EvalConfig
-    from obliviate.methods import get_method, make_params
     from obliviate.pipeline import run_user
-    from obliviate.unlearn import UnlearnConfig
 
     try:
-        make_params(get_method(method), _parse_params(param))
+        options = {"lr": lr, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
+                   "grad_accum": grad_accum, "mixed_precision": mixed_precision, "checkpoint_every": checkpoint_every}
+        ucfg, ecfg = _unlearn_settings(ctx, config, method, _parse_params(param), options, seed,
+                                       _prompt_fields(prompt_template, answer_prefix, chat))
         task = load_user_task(forget, retain, holdout)
-        fmt = _prompt_format(prompt_template, answer_prefix, chat)
-        ucfg = UnlearnConfig(method=method, params=_parse_params(param), lr=lr, epochs=epochs,
-                             max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
-                             mixed_precision=mixed_precision, seed=seed, checkpoint_every=checkpoint_every,
-                             prompt=fmt)
+        _check_models(model, oracle)
         sources = {"forget": str(forget.resolve()), "retain": str(retain.resolve()),
                    "holdout": str(holdout.resolve()) if holdout else None}
     except (DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
     results = _run_in_dir(out, force, resume, lambda: run_user(
-        model, task, ucfg, EvalConfig(prompt=fmt), out, oracle, log=_log, command=_command_line(), sources=sources,
-        resume=resume))
+        model, task, ucfg, ecfg, out, oracle, log=_log, command=_command_line(), sources=sources, resume=resume))
     from obliviate.report.tables import print_table
 
     print_table(results, out_console)
+    status = results["models"][ucfg.method]["unlearn"]
+    if status["status"] == "diverged":  # a wrecked model is not a result: say so in the exit code
+        _fail(f"{ucfg.method} {status['message']}", 1)
+
+
+def _unlearn_settings(ctx: typer.Context, config: Path | None, method: str, params: dict[str, Any],
+                      options: dict[str, Any], seed: int, prompt: dict[str, Any] | None = None):
+    """(UnlearnConfig, EvalConfig) of `obliviate unlearn`, validated: CLI defaults < the run file's
+    `unlearn`, `seed`, `eval`, `prompt` and `method_overrides[METHOD]` < the options the user typed.
+    A run file may name the method as `methods: [one]`. One prompt format serves both."""
+    from pydantic import ValidationError
+
+    from obliviate.config import load_run_config, validated
+    from obliviate.data.collate import PromptFormat
+    from obliviate.evaluate import EvalConfig
+    from obliviate.methods import get_method, make_params
+    from obliviate.unlearn import UnlearnConfig
+
+    values: dict[str, Any] = {"method": method, "params": params, "seed": seed, **options}
+    ecfg = EvalConfig()
+    if config is not None:
+        cfg = load_run_config(config)
+        given = cfg.model_fields_set
+        from_file = cfg.unlearn.model_dump(include=cfg.unlearn.model_fields_set) if "unlearn" in given else {}
+        if "methods" in given:
+            if len(cfg.methods) != 1 and not _given(ctx, "method"):
+                raise DataError(f"{config}: methods lists {len(cfg.methods)}; unlearn runs one (give --method)")
+            from_file["method"] = cfg.methods[0]
+        name = method if _given(ctx, "method") else from_file.get("method", method)
+        override = cfg.method_overrides.get(name, {})
+        from_file |= {k: v for k, v in override.items() if k != "params"}
+        file_params = {**from_file.pop("params", {}), **override.get("params", {})}
+        if "seed" in given:
+            from_file["seed"] = cfg.seed
+        values |= {k: v for k, v in from_file.items() if not _given(ctx, k)}
+        values["params"] = {**file_params, **params}
+        ecfg = cfg.eval
+        fmt_fields = {**cfg.prompt.model_dump(exclude_defaults=True), **(prompt or {})}
+    else:
+        fmt_fields = dict(prompt or {})
+    try:
+        values["prompt"] = PromptFormat(**fmt_fields)
+    except ValidationError as e:
+        raise DataError(f"--prompt-template: {e.errors()[0]['msg']}") from e
+    ecfg = ecfg.model_copy(update={"prompt": values["prompt"]})
+    ucfg = validated(UnlearnConfig, values)
+    make_params(get_method(ucfg.method), ucfg.params)
+    return ucfg, ecfg
 
 
 prepare_app = typer.Typer(no_args_is_help=True, help="Train (and cache) tiny target and oracle models for a benchmark.")
@@ -356,11 +423,13 @@ NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="retrain the tiny m
 ForceOpt = Annotated[bool, typer.Option(help="replace an existing run directory")]
 
 
-def _bench_config(config: Path | None, seed: int, methods: str | None, default_methods: list[str],
-                  attacks: str | None, audit: bool, no_cache: bool, prompt: dict[str, Any] | None = None):
+def _bench_config(ctx: typer.Context, config: Path | None, seed: int, methods: str | None,
+                  default_methods: list[str], attacks: str | None, audit: bool, no_cache: bool,
+                  prompt: dict[str, Any] | None = None):
     from obliviate.config import load_run_config
 
-    overrides: dict[str, Any] = {"seed": seed, "audit.enabled": audit, "audit.attacks": _split(attacks)}
+    overrides: dict[str, Any] = {"seed": seed if _given(ctx, "seed") else None,
+                                 "audit.enabled": audit if _given(ctx, "audit") else None, "audit.attacks": _split(attacks)}
     overrides |= {f"prompt.{k}": v for k, v in (prompt or {}).items()}
     overrides["methods"] = _split(methods) or (None if config else default_methods)
     if no_cache:
@@ -368,7 +437,8 @@ def _bench_config(config: Path | None, seed: int, methods: str | None, default_m
     return load_run_config(config, overrides)
 
 
-def _bench(out: Path, force: bool, config: Path | None, seed: int, methods: str | None, default_methods: list[str],
+def _bench(ctx: typer.Context, out: Path, force: bool, config: Path | None, seed: int, methods: str | None,
+           default_methods: list[str],
            job, attacks: str | None = None, audit: bool = False, no_cache: bool = False,
            model: str | None = None, oracle: str | None = None, resume: bool = False,
            seeds: str | None = None, strict: bool = False, prompt: dict[str, Any] | None = None) -> None:
@@ -377,10 +447,11 @@ def _bench(out: Path, force: bool, config: Path | None, seed: int, methods: str 
     if oracle and not model:
         _fail("--oracle needs --model (the tiny target has its own oracle)")
     try:
-        cfg = _with_seeds(_bench_config(config, seed, methods, default_methods, attacks, audit, no_cache, prompt),
+        cfg = _with_seeds(_bench_config(ctx, config, seed, methods, default_methods, attacks, audit, no_cache, prompt),
                           seeds)
-    except DataError as e:
-        _fail(str(e))
+        _check_models(model, oracle)
+    except (DataError, KeyError) as e:
+        _fail(str(e).strip("'\""))
     _run_bench(out, force, lambda log, command: _over_seeds(
         cfg, out, lambda c, o, r: job(c, o, log, command, r), resume), resume, strict)
 
@@ -423,6 +494,7 @@ def prepare_tofu_cmd(
 
 @bench_app.command("tofu")
 def bench_tofu_cmd(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/tofu"),
     split: Annotated[str, typer.Option(help="forget01 | forget05 | forget10")] = "forget10",
     authors: Annotated[int | None, typer.Option(help="reduced TOFU: this many retain authors")] = None,
@@ -446,7 +518,7 @@ def bench_tofu_cmd(
     """TOFU end to end: tiny target + oracle from the real data (or --model/--oracle), methods, suite, audit."""
     from obliviate.benchmarks import tofu
 
-    _bench(out, force, config, seed, methods, tofu.DEFAULT_METHODS,
+    _bench(ctx, out, force, config, seed, methods, tofu.DEFAULT_METHODS,
            lambda cfg, o, log, command, r: tofu.run(o, cfg, split, authors, data, model, oracle, log, command,
                                                     resume=r),
            attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle, resume=resume, seeds=seeds,
@@ -455,6 +527,7 @@ def bench_tofu_cmd(
 
 @bench_app.command("muse")
 def bench_muse_cmd(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option(help="MUSE-News files (raw/, verbmem/, knowmem/, privleak/)")],
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/muse"),
     articles: Annotated[int | None, typer.Option(help="keep the first N forget articles (tiny models on a CPU)")] = None,
@@ -469,13 +542,14 @@ def bench_muse_cmd(
     """MUSE-News: unlearn the forget articles (text), then VerbMem, KnowMem and PrivLeak against the oracle."""
     from obliviate.benchmarks import muse
 
-    _bench(out, force, config, seed, methods, muse.DEFAULT_METHODS,
+    _bench(ctx, out, force, config, seed, methods, muse.DEFAULT_METHODS,
            lambda cfg, o, log, command, r: muse.run(o, cfg, data, articles, model, oracle, log, command),
            no_cache=no_cache, model=model, oracle=oracle)
 
 
 @bench_app.command("semeval")
 def bench_semeval_cmd(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option(help="SemEval-2025 Task 4 files (forget/retain x train/validation, mia_data/)")],
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/semeval"),
     model: ModelOpt = None,
@@ -490,13 +564,14 @@ def bench_semeval_cmd(
     """SemEval-2025 Task 4: unlearn, then the 12-cell task aggregate, the MIA score and the final score."""
     from obliviate.benchmarks import semeval
 
-    _bench(out, force, config, seed, methods, semeval.DEFAULT_METHODS,
+    _bench(ctx, out, force, config, seed, methods, semeval.DEFAULT_METHODS,
            lambda cfg, o, log, command, r: semeval.run(o, cfg, data, model, oracle, mmlu, log, command),
            no_cache=no_cache, model=model, oracle=oracle)
 
 
 @bench_app.command("tdec")
 def bench_tdec_cmd(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option(help="TDEC files: lm_extraction_32_{0..4}.csv and validation/")],
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/tdec"),
     forget_set: Annotated[int, typer.Option(help="which 32-sample forget set (0-4)")] = 0,
@@ -517,7 +592,7 @@ def bench_tdec_cmd(
     from obliviate.benchmarks import tdec
 
     unseen_arg: int | str | None = int(unseen) if unseen is not None and unseen.isdigit() else unseen
-    _bench(out, force, config, seed, methods, tdec.DEFAULT_METHODS,
+    _bench(ctx, out, force, config, seed, methods, tdec.DEFAULT_METHODS,
            lambda cfg, o, log, command, r: tdec.run(
         o, cfg, data, forget_set, model, unseen_arg, limit, max_tokens=max_tokens, log=log, command=command),
            attacks=attacks, audit=audit, no_cache=no_cache, strict=strict)
@@ -525,6 +600,7 @@ def bench_tdec_cmd(
 
 @bench_app.command("wmdp")
 def bench_wmdp_cmd(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option(help="the model to evaluate (and unlearn): directory or Hub id")],
     data: Annotated[Path, typer.Option(help="directory of wmdp-{bio,chem,cyber}.json")],
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/wmdp"),
@@ -541,7 +617,7 @@ def bench_wmdp_cmd(
     """WMDP multiple-choice accuracy (zero-shot and calibrated); with corpora, unlearn (RMU) and re-evaluate."""
     from obliviate.benchmarks import wmdp
 
-    _bench(out, force, config, seed, methods, wmdp.DEFAULT_METHODS,
+    _bench(ctx, out, force, config, seed, methods, wmdp.DEFAULT_METHODS,
            lambda cfg, o, log, command, r: wmdp.run(
         o, cfg, data, model, tuple(_split(subsets) or ()), limit, forget_corpus, retain_corpus, baseline, log,
         command))
@@ -549,6 +625,7 @@ def bench_wmdp_cmd(
 
 @bench_app.command("rwku")
 def bench_rwku_cmd(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option(help="the model to evaluate and unlearn: directory or Hub id")],
     data: Annotated[Path, typer.Option(help="RWKU files (per-subject folders or flat files with `subject`)")],
     subject: Annotated[list[str], typer.Option(help="a person to forget (repeatable; names may hold commas)")],
@@ -562,7 +639,7 @@ def bench_rwku_cmd(
     """RWKU probes (3 forget levels, neighbours, MIA) before and after unlearning the subjects' passages."""
     from obliviate.benchmarks import rwku
 
-    _bench(out, force, config, seed, methods, rwku.DEFAULT_METHODS,
+    _bench(ctx, out, force, config, seed, methods, rwku.DEFAULT_METHODS,
            lambda cfg, o, log, command, r: rwku.run(o, cfg, data, model, subject, log, command, chat))
 
 
@@ -603,6 +680,7 @@ def eval_cmd(
 
         task = load_tofu(data, split, authors)
         cfg = EvalConfig(prompt=_prompt_format(prompt_template, answer_prefix, chat))
+        _check_models(model, oracle)
     except (DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
 

@@ -140,8 +140,10 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def parse_run_config(data: dict[str, Any], source: str = "config") -> RunConfig:
+    """A validated `RunConfig`: every value (lr > 0, epochs >= 1, ...), and the resolved settings
+    and hyper-parameter types of every method it names, are checked here, before a run starts."""
     try:
-        return RunConfig(**data)
+        cfg = RunConfig(**data)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
@@ -150,6 +152,25 @@ def parse_run_config(data: dict[str, Any], source: str = "config") -> RunConfig:
             raise DataError(f"{source}: unknown key {loc!r}; valid keys: {', '.join(valid)}") from e
         msg = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
         raise DataError(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}") from e
+    from obliviate.methods import get_method, make_params
+
+    for method in dict.fromkeys([*cfg.methods, *cfg.method_overrides]):
+        try:
+            make_params(get_method(method), cfg.unlearn_config(method).params)
+        except (DataError, KeyError) as e:
+            raise DataError(f"{source}: {str(e).strip(chr(39) + chr(34))}") from None
+    return cfg
+
+
+def validated(model: type[BaseModel], values: dict[str, Any], option: str = "--{}") -> BaseModel:
+    """`model(**values)`, a bad value raising a one-line `DataError` that names the option
+    (`option` formats the field name: "--{}" gives `--batch-size` for batch_size)."""
+    try:
+        return model(**values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        name = option.format(str(err["loc"][0]).replace("_", "-")) if err["loc"] else model.__name__
+        raise DataError(f"{name}: {err['msg']} (got {err.get('input')!r})") from None
 
 
 def load_run_config(path: Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -23,17 +23,18 @@ from obliviate.data.collate import (
     Encoded,
     PromptFormat,
     batches,
-    bos_ids,
     collate,
     collate_prompts,
     context_length,
     encode,
+    encode_items,
     encode_prompt,
     fit_prompt,
+    leading_bos,
     pad_id_of,
 )
 from obliviate.data.task import ForgetTask, QAItem
-from obliviate.methods._losses import MODEL_KEYS
+from obliviate.methods._losses import MODEL_KEYS, nll_mean
 from obliviate.progress import progress
 
 
@@ -57,6 +58,15 @@ class EvalResult:
     metrics: dict[str, float]
     per_item: dict[str, dict[str, list]] = field(default_factory=dict)
     generations: dict[str, list[str]] = field(default_factory=dict)
+    # metric -> why it is NaN (results.json `not_measured`, "n/a" in the tables)
+    not_measured: dict[str, str] = field(default_factory=dict)
+
+
+# Metrics defined relative to the retain-only oracle: without one there is nothing to compare
+# with, so they are NaN with this reason (comparing a model with itself would report the ideal
+# values, forget quality 1 and privleak 0, that nothing measured).
+ORACLE_METRICS = ("forget_quality", "privleak")
+NO_ORACLE = "no oracle (retain-only model) to compare with"
 
 
 def _model_device(model) -> torch.device:
@@ -107,8 +117,7 @@ def fit_to_context(model, tokenizer, prompts: list[list[int]],
     if context is None or not prompts or max(map(len, prompts)) + max(max_new) <= context:
         return prompts, max_new, 0
     budget = min(max(max_new), context // 2)
-    bos = bos_ids(tokenizer)
-    fitted = [fit_prompt(p, context - budget, bos) for p in prompts]
+    fitted = [fit_prompt(p, context - budget, leading_bos(p, tokenizer)) for p in prompts]
     n_cut = sum(len(f) < len(p) for f, p in zip(fitted, prompts, strict=True))
     return fitted, [min(n, budget) for n in max_new], n_cut
 
@@ -140,6 +149,20 @@ def generate_ids(model, tokenizer, prompts: list[list[int]], max_new: list[int],
                 ids = ids[: ids.index(eos)]
             out[r] = ids
     return out
+
+
+@torch.no_grad()
+def mean_answer_nll(model, tokenizer, items: list[QAItem], batch_size: int = 32, max_length: int = 512,
+                    fmt: PromptFormat = DEFAULT_PROMPT) -> float:
+    """Mean answer-token NLL over `items` (each batch's token mean, weighted by its item count)."""
+    device = _model_device(model)
+    encoded, pad = encode_items(tokenizer, items, max_length, fmt), pad_id_of(tokenizer)
+    total, n = 0.0, 0
+    for idx in batches(len(encoded), batch_size):
+        batch = collate([encoded[i] for i in idx], pad)
+        total += float(nll_mean(model, {k: batch[k].to(device) for k in (*MODEL_KEYS, "labels")})) * len(idx)
+        n += len(idx)
+    return total / max(n, 1)
 
 
 def generate(model, tokenizer, prompts: list[list[int]], max_new: list[int], batch_size: int = 64) -> list[str]:
@@ -231,7 +254,9 @@ def probe_set(model, tokenizer, items: list[QAItem], cfg: EvalConfig, generate_t
 
 def set_metrics(items: list[QAItem], probe: dict, cfg: EvalConfig) -> dict[str, np.ndarray]:
     """Per-item metric values of one probe set."""
-    texts = [(it.question or "") + " " + it.answer for it in items]
+    # zlib (Carlini et al. 2021): the NLL and the compressed size of the same text; nll_avg is
+    # over the answer tokens (the whole text for a raw-text item), so the answer is compressed
+    texts = [it.answer for it in items]
     vals = {
         "prob": M.length_normalised_prob(probe["nll_avg"]),
         "exact_mem": M.exact_memorization(probe["correct"]),
@@ -260,8 +285,8 @@ def evaluate(model, tokenizer, task: ForgetTask, cfg: EvalConfig | None = None,
     """Every metric of SPEC section 3 for one model on one task.
 
     `oracle` (the retain-only model's own result) supplies the per-item forget truth ratios
-    for forget quality and the MIA AUC for privleak; without it those two are NaN, and for
-    the oracle itself they are computed against itself (forget quality 1, privleak 0).
+    for forget quality and the MIA AUC for privleak; without it those two are NaN and
+    `not_measured` says why (`evaluate_oracle` compares the oracle with itself: 1 and 0 by definition).
     """
     cfg = cfg or EvalConfig()
     model.eval()
@@ -301,10 +326,8 @@ def evaluate(model, tokenizer, task: ForgetTask, cfg: EvalConfig | None = None,
             if f"utility_{name}_{key}" in flat:
                 components[f"utility_{name}_{key}"] = flat[f"utility_{name}_{key}"]
     flat["model_utility"] = M.model_utility(components) if components else float("nan")
-    flat["forget_quality"] = float("nan")
-    flat["privleak"] = float("nan")
     result = EvalResult(flat, per_item, generations)
-    return evaluate_with_reference(result, oracle) if oracle is not None else result
+    return evaluate_with_reference(result, oracle) if oracle is not None else without_reference(result)
 
 
 def evaluate_oracle(model, tokenizer, task: ForgetTask, cfg: EvalConfig | None = None) -> EvalResult:
@@ -312,11 +335,26 @@ def evaluate_oracle(model, tokenizer, task: ForgetTask, cfg: EvalConfig | None =
     return evaluate_with_reference(res, res)
 
 
+def without_reference(res: EvalResult, reason: str = NO_ORACLE) -> EvalResult:
+    """`res` with the oracle-relative metrics NaN and `reason` recorded for each."""
+    for key in ORACLE_METRICS:
+        res.metrics[key] = float("nan")
+        res.not_measured[key] = reason
+    return res
+
+
 def evaluate_with_reference(res: EvalResult, oracle: EvalResult) -> EvalResult:
     """Fill forget quality and privleak of `res` from the oracle's cached result."""
+    for key in ORACLE_METRICS:
+        res.not_measured.pop(key, None)
     r_model = np.array(res.per_item["forget"].get("truth_ratio", []))
     if len(r_model):
         res.metrics["forget_quality"] = M.forget_quality(r_model, np.array(oracle.per_item["forget"]["truth_ratio"]))
+    else:
+        res.metrics["forget_quality"] = float("nan")
+        res.not_measured["forget_quality"] = "no truth ratios (the forget set has no perturbed answers)"
     res.metrics["privleak"] = M.privleak(res.metrics.get("mia_min_k_auc", float("nan")),
                                          oracle.metrics.get("mia_min_k_auc", float("nan")))
+    if "mia_min_k_auc" not in res.metrics:
+        res.not_measured["privleak"] = "no holdout set (membership AUC needs never-seen items)"
     return res

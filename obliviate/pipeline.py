@@ -18,7 +18,7 @@ import numpy as np
 from obliviate.config import RunConfig, dump_run_config
 from obliviate.data.collate import DEFAULT_PROMPT, PromptFormat
 from obliviate.data.task import DataError, ForgetTask
-from obliviate.evaluate import EvalConfig, EvalResult, evaluate, evaluate_with_reference
+from obliviate.evaluate import EvalConfig, EvalResult, evaluate, evaluate_with_reference, without_reference
 from obliviate.memory import peak_memory
 from obliviate.models.cache import cache_key, cache_root
 from obliviate.models.load import load_model, model_location, save_model, weights_sha256
@@ -53,7 +53,7 @@ def evaluate_cached(model_dir: Path, task: ForgetTask, cfg: EvalConfig, oracle: 
         tmp.write_text(json.dumps({"metrics": res.metrics, "per_item": res.per_item,
                                    "generations": res.generations}))
         tmp.replace(path)
-    return evaluate_with_reference(res, oracle if oracle is not None else res)
+    return evaluate_with_reference(res, oracle) if oracle is not None else without_reference(res)
 
 
 def per_item_rows(name: str, task: ForgetTask, res: EvalResult) -> list[dict[str, Any]]:
@@ -71,11 +71,13 @@ def per_item_rows(name: str, task: ForgetTask, res: EvalResult) -> list[dict[str
 
 
 def _entry(res: EvalResult, **extra: Any) -> dict[str, Any]:
-    """A model's results; a `path` is stored absolute, with the sha256 of the weights it holds."""
+    """A model's results; a `path` is stored absolute, with the sha256 of the weights it holds;
+    metrics it could not measure (no oracle) are named with the reason in `not_measured`."""
     if extra.get("path"):
         extra["weights_sha256"] = weights_sha256(extra["path"])
         extra["path"] = model_location(extra["path"])
-    return {"metrics": res.metrics, "per_item": res.per_item, **extra}
+    missing = {"not_measured": dict(res.not_measured)} if res.not_measured else {}
+    return {"metrics": res.metrics, "per_item": res.per_item, **missing, **extra}
 
 
 def unlearn_measured(model, tokenizer, task: ForgetTask, ucfg: UnlearnConfig, **kwargs: Any):
@@ -116,6 +118,10 @@ def write_report(out: Path, results: dict[str, Any], command: str) -> Path:
                   "`recovered` and `recovered_vs_oracle`). The target and oracle columns are controls: "
                   "their forget accuracy under each attack (an attack must not destroy or create knowledge).",
                   "", audit_markdown(audit), ""]
+        if "noise_int4" in audit.get("attacks", []):
+            lines += ["`noise_int4` adds Gaussian noise with the std of RTN int4's rounding error, step/√12 "
+                      "(step = the int4 group-128 scale): a perturbation as large as rtn4's, without its pull "
+                      "back to the target's grid.", ""]
         diag = audit.get("diagnostics", {})
         if diag:
             lines += ["Weight change against the target (the mechanism: a small update that moves no "
@@ -194,6 +200,8 @@ def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path,
     t0 = time.perf_counter()
     oracle = (evaluate_cached(dirs["oracle"], task, cfg.eval, None, cfg.cache, "evaluating oracle")
               if dirs.get("oracle") else None)
+    if oracle is not None:  # the oracle's own row: compared with itself (forget quality 1, privleak 0)
+        evaluate_with_reference(oracle, oracle)
     target = evaluate_cached(dirs["target"], task, cfg.eval, oracle, cfg.cache, "evaluating target")
     log(f"target{' and oracle' if oracle else ''} evaluated ({time.perf_counter() - t0:.1f} s)")
     for name, res in (("target", target), ("oracle", oracle)):
@@ -266,6 +274,10 @@ def audit_run(out: Path, results: dict[str, Any], task: ForgetTask, audit_cfg, e
     t0 = time.perf_counter()
     audit = audit_models(models, task, audit_cfg.attacks, eval_cfg, seed, audit_cfg.params, log=log)
     audit["seconds"] = round(time.perf_counter() - t0, 1)
+    for name, entry in results["models"].items():  # divergence is not success: the verdict leads with it
+        u = entry.get("unlearn") or {}
+        if u.get("status") == "diverged" and name in audit["verdicts"]:
+            audit["verdicts"][name] = f"{u['message']}; audited at those weights: {audit['verdicts'][name]}"
     _attach_audit(out, results, audit)
     for name, v in audit["verdicts"].items():
         log(f"{name}: {v}")

@@ -9,7 +9,9 @@ What a method needs is prepared once, here: the reference log-probs of the forge
 of its refusals) are computed before the first step and cached, so NPO/DPO-style losses run
 no reference forward during training; a frozen reference copy exists only for KL methods.
 A non-finite loss or gradient stops the run before the update, so the weights kept are the
-last good ones; Ctrl-C stops it cleanly and the caller saves what was reached.
+last good ones; a finite collapse (the retain loss far above its start, `_DivergenceGuard`)
+stops it with status "diverged" and restores the last checked good weights; Ctrl-C stops it
+cleanly and the caller saves what was reached.
 
 Batch order is a pure function of (seed, pass, position): every pass over the forget set and
 over the retain set draws a fresh permutation seeded by the pass number (`_EpochShuffle`). With a
@@ -29,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
@@ -59,20 +61,24 @@ class UnlearnConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     method: str = "gd"
     params: dict[str, Any] = Field(default_factory=dict, description="method hyper-parameters")
-    lr: float = 1e-5
-    epochs: int = 5
-    max_steps: int | None = Field(None, description="optimizer steps; overrides epochs")
-    batch_size: int = Field(8, description="forget items per step per process")
-    retain_batch_size: int | None = Field(None, description="retain items per step (default: batch_size)")
-    grad_accum: int = 1
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    mixed_precision: str = Field("no", description="no | bf16 | fp16 (accelerate)")
+    lr: float = Field(1e-5, gt=0)
+    epochs: int = Field(5, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
+    batch_size: int = Field(8, ge=1, description="forget items per step per process")
+    retain_batch_size: int | None = Field(None, ge=1, description="retain items per step (default: batch_size)")
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="no | bf16 | fp16 (accelerate)")
     seed: int = 0
     stop_forget_acc: float | None = Field(None, description="stop once forget accuracy is at or below this")
-    check_every: int = Field(10, description="steps between checks of stop_forget_acc")
-    max_length: int = 512
+    check_every: int = Field(10, ge=1, description="steps between checks of stop_forget_acc and of divergence")
+    diverge_at: float | None = Field(
+        0.5, gt=0, description="stop with status 'diverged' when the retain loss has gone this fraction of the way "
+                               "from its value before unlearning to ln(vocab), the loss of a uniform guess "
+                               "(checked every check_every steps; None: off)")
+    max_length: int = Field(512, ge=2)
     checkpoint_every: int = Field(50, ge=0, description="optimizer steps between resumable checkpoints "
                                   "(when the run has a checkpoint directory; 0: never)")
     prompt: PromptFormat = Field(DEFAULT_PROMPT, description="prompt format (set it once, under `prompt:`)")
@@ -103,7 +109,7 @@ class UnlearnContext:
 class UnlearnLog:
     method: str
     steps: int = 0
-    status: str = "done"  # done | stopped_target | nonfinite | interrupted
+    status: str = "done"  # done | stopped_target | nonfinite | diverged | interrupted
     message: str = ""
     seconds: float = 0.0
     tokens: int = 0
@@ -222,6 +228,64 @@ def _tokens(batch: dict) -> int:
     return int(batch["attention_mask"].sum())
 
 
+DIVERGENCE_ITEMS = 32  # retain items whose loss the divergence guard watches
+
+
+class _DivergenceGuard:
+    """Divergence is not success: the NaN guard only catches non-finite values, while a too
+    large lr can wreck the model in one finite step (retain accuracy 0, forget accuracy 0, which
+    reads like perfect forgetting). At every check the mean answer NLL L of a fixed retain
+    sample is compared with L0 + fraction x (ln(vocab) - L0), L0 its value before unlearning:
+    a model that has lost that share of the way to knowing nothing of the retain set (a uniform
+    guess over the vocabulary scores ln(vocab)) has diverged.
+    Deviation from "L > k x L0": a memorised tiny model starts at L0 ~ 0.005 and stays sound at
+    6 x L0 (measured on the demo), while a 7B model (L0 ~ 2) that collapses to a uniform guess
+    (ln 32000 = 10.4) is only 5 x L0; the distance to ln(vocab) fits both. (A model already at or
+    above ln(vocab) gets L0 x (1 + fraction).)
+    A state that passes is kept (on the CPU: trainable weights only) and restored when a later
+    one fails."""
+
+    def __init__(self, model, tokenizer, items: list, fraction: float, max_length: int, batch_size: int,
+                 fmt: PromptFormat = DEFAULT_PROMPT):
+        from obliviate.evaluate import mean_answer_nll
+
+        self.model, self.tokenizer, self.items, self.max_length = model, tokenizer, items, max_length
+        self.batch_size = batch_size  # the training batch: what fits in memory beside the model
+        self.fmt = fmt
+        self.mean_nll = mean_answer_nll
+        self.start = self._loss()
+        uniform = math.log(model.get_output_embeddings().weight.shape[0])
+        self.limit = self.start + fraction * max(uniform - self.start, self.start)
+        self.good_step = 0
+        self._save()
+
+    def _loss(self) -> float:
+        training = self.model.training
+        self.model.eval()
+        loss = self.mean_nll(self.model, self.tokenizer, self.items, self.batch_size, self.max_length, self.fmt)
+        self.model.train(training)
+        return loss
+
+    def _save(self) -> None:
+        self.good = {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def check(self, step: int) -> str | None:
+        """None when the model is sound (its state becomes the last good one); else restore the
+        last good state and return the message."""
+        loss = self._loss()
+        if math.isfinite(loss) and loss <= self.limit:
+            self.good_step = step
+            self._save()
+            return None
+        with torch.no_grad():
+            for n, p in self.model.named_parameters():
+                if n in self.good:
+                    p.copy_(self.good[n].to(p.device))
+        return (f"diverged: retain loss {loss:.3g} at step {step} > {self.limit:.3g} (it was {self.start:.3g} "
+                f"before unlearning); the weights of step {self.good_step}, the last good check, are kept "
+                "(try a lower lr)")
+
+
 def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator: Accelerator | None = None,
             desc: str | None = None, stop_when: Callable[[Any], str | None] | None = None,
             checkpoint_dir: Path | None = None, resume: bool = False) -> UnlearnLog:
@@ -290,6 +354,13 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
     opt = opt_acc
+    guard = None
+    if cfg.diverge_at is not None and task.retain:
+        # built before a checkpoint is loaded: its baseline is the model before unlearning, as in
+        # an uninterrupted run (it uses no random numbers, so resuming stays bit-identical)
+        sample = (task.retain_eval or task.retain)[:DIVERGENCE_ITEMS]
+        guard = _DivergenceGuard(accelerator.unwrap_model(model), tokenizer, sample, cfg.diverge_at, cfg.max_length,
+                                 cfg.retain_batch_size or cfg.batch_size, cfg.prompt)
     position = _Position(log)
     if checkpoint_dir is not None:
         accelerator.register_for_checkpointing(sched)
@@ -297,6 +368,9 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
         found = checkpoint_path(Path(checkpoint_dir)) if resume else None
         if found is not None:
             accelerator.load_state(str(found))
+            if guard is not None:
+                guard.good_step = log.steps
+                guard._save()  # the checkpoint's weights are the last good ones
     forget_iter = _endless(accelerator, forget_dl, position.forget_micro)
     retain_iter = _endless(accelerator, retain_dl, position.retain_micro) if method.uses_retain else None
 
@@ -344,6 +418,11 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
                     ctx.step = log.steps
                     log.losses.append(float(loss.detach()))
                     bar.update(ptask, advance=1, description=f"{desc or method.name} loss {log.losses[-1]:.3f}")
+                    if guard is not None and (log.steps % cfg.check_every == 0 or log.steps >= total):
+                        message = guard.check(log.steps)
+                        if message:
+                            log.status, log.message = "diverged", message
+                            break
                     if cfg.stop_forget_acc is not None and log.steps % cfg.check_every == 0:
                         from obliviate.evaluate import greedy_accuracy
 
@@ -370,6 +449,11 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
     except KeyboardInterrupt:
         log.status = "interrupted"
         log.message = f"interrupted at step {log.steps}; the weights reached so far are kept"
+    if guard is not None and log.status == "nonfinite":
+        # the weights before the non-finite step may already be wrecked by a finite one
+        message = guard.check(log.steps)
+        if message:
+            log.status, log.message = "diverged", f"{message}; then {log.message}"
     log.seconds = time.perf_counter() - t0
     if method.finalize is not None:
         method.finalize(accelerator.unwrap_model(model), ctx)

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from obliviate.cli import app
 from obliviate.data.tofu import load_tofu, packaged_tofu_dir
+from obliviate.evaluate import NO_ORACLE
 from obliviate.models.load import save_model
 from obliviate.models.tiny import TinyModelConfig, build_model, train_tokenizer
 
@@ -52,3 +53,24 @@ def test_eval_tofu_bad_split():
     res = CliRunner().invoke(app, ["eval", "--benchmark", "tofu", "--data", str(TOFU), "--split", "forget07",
                                    "--model", "x"])
     assert res.exit_code == 2 and "forget07" in res.output
+
+
+def test_eval_without_oracle_reports_no_oracle_relative_score(tofu_models, tmp_path):
+    """No oracle, no score: the model is not compared with itself (that gave forget quality 1.0
+    and privleak 0.0, the ideal values); both are NaN with the reason, in results.json, the
+    report and the printed table."""
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["eval", "--benchmark", "tofu", "--data", str(TOFU), "--split", "forget10",
+                                   "--authors", "2", "--model", str(tofu_models["model"]), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    entry = json.loads((out / "results.json").read_text())["models"]["model"]
+    assert entry["metrics"]["forget_quality"] is None and entry["metrics"]["privleak"] is None
+    assert entry["metrics"]["model_utility"] is not None
+    assert entry["not_measured"] == {"forget_quality": NO_ORACLE, "privleak": NO_ORACLE}
+    report = (out / "report.md").read_text()
+    header, row = [line for line in report.splitlines() if line.startswith("| model |")][:2]
+    cells = dict(zip(header.split("|"), row.split("|"), strict=True))
+    assert cells[" forget quality ↑ "].strip() == "n/a" and cells[" privleak →0 "].strip() == "n/a", row
+    assert f"n/a: forget quality of model: {NO_ORACLE}" in report
+    assert f"n/a: privleak of model: {NO_ORACLE}" in report
+    assert NO_ORACLE in res.output

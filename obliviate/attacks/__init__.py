@@ -38,6 +38,9 @@ class AttackContext:
     model_dir: Path | None = None  # where the attacked model lives on disk (for libraries that load from disk)
     params: dict[str, Any] = field(default_factory=dict)  # per-attack options, e.g. {"include_lm_head": True}
     prompt: PromptFormat = DEFAULT_PROMPT  # the run's prompt format: probes, calibration and relearning use it
+    # the audit's per-item knowledge measure K (EvalConfig.knowledge): attacks that choose among
+    # variants (rtt's lr sweep) choose by the measure the audit will score them with
+    knowledge: str = "acc"
 
 
 @dataclass

@@ -21,9 +21,14 @@ decoder layers one at a time, each layer's linears see the outputs of the alread
 earlier layers, and all linears of a layer are quantized from one pass over the full-precision
 layer (the reference code's default; `--true-sequential` there splits the layer further).
 
-Grid: symmetric b-bit codes in [-2^(b-1), 2^(b-1) - 1], scale = max|w| / (2^(b-1) - 1) per row
-and group, the same convention as plain RTN in this project. Group 128, or the largest divisor
-of the in-features not above 128 where 128 does not divide them (recorded in `info`).
+Grid: the one symmetric grid of the RTN attacks (`quantize.symmetric_scale` and
+`quantize.symmetric_codes`): scale = max|w| / (2^(b-1) - 1) per row and group, codes
+-(2^(b-1) - 1)..2^(b-1) - 1 (-7..7 at 4 bits), so `rtn4` and `gptq4` differ only by GPTQ's
+error compensation. Deviation from the reference code, whose symmetric grid is scale = 2 max|w| /
+(2^b - 1) over -8..7: one grid for both attacks makes their comparison about the algorithm. Group
+128, or the largest divisor of the in-features not above 128 where 128 does not divide them
+(recorded in `info`). A layer whose calibration inputs are all zero (H = 0: no signal) is
+rounded with plain RTN on the same grid, and `info["rtn_fallback"]` names it.
 act_order (quantizing columns by decreasing diag H) is off by default, as in the paper's tables.
 The weights are stored dequantized ("fake quant"): what is measured is the quantized model's
 behaviour, not its memory.
@@ -55,7 +60,7 @@ import torch
 from torch import nn
 
 from obliviate.attacks import AttackContext, Attacked, register, resolve_params
-from obliviate.attacks.quantize import resolve_group_size
+from obliviate.attacks.quantize import resolve_group_size, symmetric_codes, symmetric_scale
 from obliviate.data.collate import batches, collate, encode_items, pad_id_of
 from obliviate.models.modules import decoder_layers, in_features, matrix, real_token_rows, weight_matrices
 
@@ -77,30 +82,13 @@ class GPTQParams:
 # One weight matrix
 # ---------------------------------------------------------------------------------------------
 
-def _symmetric_scale(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """Per-row scale of a (rows x group) block: max|w| / (2^(b-1) - 1); an all-zero row gets 1."""
-    scale = w.abs().amax(dim=1) / (2 ** (bits - 1) - 1)
-    return torch.where(scale > 0, scale, torch.ones_like(scale))
-
-
-def _quantize_group(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
-    """Round `w` (rows, or rows x cols with `scale` broadcast) to the symmetric b-bit grid.
-
-    TODO(unify): same grid as `obliviate/attacks/quantize.py`'s symmetric `fake_quantize`.
-    """
-    if w.dim() == 2 and scale.dim() == 1:
-        scale = scale[:, None]
-    codes = torch.clamp(torch.round(w / scale), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-    return codes * scale
-
-
 def rtn_symmetric(weight: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain round-to-nearest on the same grid: (dequantized weight, scales rows x groups)."""
+    """Plain round-to-nearest on the same grid (rtn4's): (dequantized weight, scales rows x groups)."""
     rows, cols = weight.shape
     w = weight.double().reshape(rows, cols // group_size, group_size)
-    scales = torch.stack([_symmetric_scale(w[:, g], bits) for g in range(w.shape[1])], dim=1)
-    q = _quantize_group(w, scales[:, :, None], bits).reshape(rows, cols)
-    return q.to(weight.dtype), scales.to(weight.dtype)
+    scales = symmetric_scale(w, bits)
+    q = (symmetric_codes(w, scales, bits) * scales).reshape(rows, cols)
+    return q.to(weight.dtype), scales.squeeze(-1).to(weight.dtype)
 
 
 @dataclass
@@ -108,6 +96,7 @@ class GPTQResult:
     weight: torch.Tensor  # dequantized, original column order and dtype
     scales: torch.Tensor  # rows x groups
     group_index: torch.Tensor  # group of each (original) column: weight[:, j] / scales[:, group_index[j]] is a code
+    rtn_fallback: bool = False  # no calibration signal (H = 0): plain RTN on the same grid
 
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group_size: int = 128,
@@ -123,7 +112,8 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, gr
     W = weight.detach().double().clone()
     H = hessian.detach().double().clone()
     mean_diag = H.diagonal().mean()
-    if not torch.isfinite(mean_diag) or mean_diag <= 0:
+    fallback = not torch.isfinite(mean_diag) or mean_diag <= 0
+    if fallback:
         H = torch.eye(cols, dtype=torch.float64)  # no calibration signal: GPTQ reduces to RTN
     else:
         H.diagonal().add_(damp * mean_diag)
@@ -138,11 +128,11 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, gr
         end = start + group_size
         block = W[:, start:end].clone()
         errors = torch.zeros_like(block)
-        scale = _symmetric_scale(block, bits)  # the group starts: its scale from the updated weights
+        scale = symmetric_scale(block, bits)[:, 0]  # the group starts: its scale from the updated weights
         scales[:, start // group_size] = scale
         for i in range(group_size):
             j = start + i
-            q = _quantize_group(block[:, i], scale, bits)
+            q = symmetric_codes(block[:, i], scale, bits) * scale
             Q[:, j] = q
             err = (block[:, i] - q) / U[j, j]
             block[:, i:] -= err[:, None] * U[j, j:end][None, :]
@@ -151,7 +141,7 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, gr
 
     inverse = torch.argsort(perm)
     group_index = inverse // group_size
-    return GPTQResult(Q[:, inverse].to(weight.dtype), scales.to(weight.dtype), group_index)
+    return GPTQResult(Q[:, inverse].to(weight.dtype), scales.to(weight.dtype), group_index, fallback)
 
 
 class HessianAccumulator:
@@ -277,20 +267,24 @@ def gptq4(model, ctx: AttackContext) -> Attacked:
     qmodel = copy.deepcopy(model).eval()
     calib, n_calibration = calibration_batches(ctx, p.n_calibration, p.max_length, p.batch_size)
     groups: dict[str, int] = {}
+    fallback: list[str] = []
 
-    def quantize_layer(_index, linears, observers):
+    def quantize_layer(index, linears, observers):
         for name, linear in linears.items():
             w = matrix(linear)  # (out, in), a view for GPT-2's Conv1D
             g = resolve_group_size(w.shape[1], p.group_size)
             groups[str(w.shape[1])] = g
             result = gptq_quantize(w, observers[name].hessian(), p.bits, g, p.damp, p.act_order)
             w.copy_(result.weight)
+            if result.rtn_fallback:
+                fallback.append(f"layers.{index}.{name}")
 
     n_layers = quantize_layer_by_layer(qmodel, calib, lambda m: HessianAccumulator(in_features(m)), quantize_layer,
                                        inputs_from_quantized=True)
     return Attacked(model=qmodel, info={
         "bits": p.bits, "n_layers": n_layers, "group_size": p.group_size, "group_size_by_in_features": groups,
         "damp": p.damp,
-        "symmetric": True, "act_order": p.act_order, "n_calibration": n_calibration, "calibration": "retain",
-        "fake_quant": True, "backend": BACKEND,
+        "symmetric": True, "grid": f"RTN's: scale max|w|/{2 ** (p.bits - 1) - 1}, codes ±{2 ** (p.bits - 1) - 1}",
+        "act_order": p.act_order, "n_calibration": n_calibration, "calibration": "retain",
+        "rtn_fallback": fallback, "fake_quant": True, "backend": BACKEND,
     })

@@ -85,8 +85,8 @@ def freeze_above(model, top: int) -> list[str]:
                           "projection kept; probe the held-out forget subjects", family="relearning")
 def proj_relearn(model, ctx: AttackContext) -> Attacked:
     """For each lr of the sweep: a copy with the projection, decoder layers 0..max(projected)
-    fine-tuned on T; the copy with the best greedy accuracy on V is kept (ties: lower V loss),
-    as in `rtt`. The returned `forget_items` is V."""
+    fine-tuned on T; the copy with the best K on V (the audit's measure) is kept (ties: lower
+    V loss), as in `rtt`. The returned `forget_items` is V."""
     p = resolve_params(ProjRelearnParams, ctx, "proj_relearn")
     found = _require_projection(model, "proj_relearn")
     top = max(found)
@@ -106,7 +106,8 @@ def proj_relearn(model, ctx: AttackContext) -> Attacked:
 
     best, best_lr, per_lr, per_lr_nll = relearn_sweep(model, ctx, train, held_out, p, prepare)
     return Attacked(model=best, forget_items=held_out, info={
-        "lr": best_lr, "per_lr": per_lr, "per_lr_val_nll": per_lr_nll, "n_train": len(train),
+        "lr": best_lr, "per_lr": per_lr, "selected_by": ctx.knowledge, "per_lr_val_nll": per_lr_nll,
+        "n_train": len(train),
         "n_val": len(held_out), "epochs": p.epochs, "batch_size": p.batch_size,
         "projected_layers": _ranks(found), "trained_layers": list(range(top + 1)),
         "n_trained_tensors": len(trained)})

@@ -19,7 +19,8 @@ score. The LM head and the embeddings stay in full precision unless
   4-bit FP4 / NormalFloat4 (Dettmers et al. 2023, "QLoRA: Efficient Finetuning of Quantized
   LLMs", blockwise absmax, block 64).
 - `noise_int4` (family "noise"): the control for "any perturbation of this size": Gaussian
-  noise whose std is the symmetric int4 group-128 step of each group.
+  noise whose std is RTN int4's rounding-error std, step / sqrt(12) (step = the symmetric int4
+  group-128 scale of each group).
 
 The diagnostics at the end show the paper's mechanism: the fraction of weights whose integer
 code differs between T and U (`quantized_change_fraction`), how far U moved
@@ -29,8 +30,9 @@ Integer ranges (RTN). Symmetric b-bit: scale = max|w| / (2^(b-1) - 1), q = clamp
 scale), -(2^(b-1) - 1), 2^(b-1) - 1), w' = q * scale: the restricted "absmax" range of
 LLM.int8 (round(127 / absmax * x), eq. 1 there) and of optimum-quanto's qint8, so int4 uses the
 15 codes -7..7 and int8 -127..127 (-2^(b-1) is never produced: |w| / scale <= 2^(b-1) - 1).
-GPTQ's symmetric mode differs: scale = 2 max|w| / (2^b - 1) over the codes -8..7 (the
-largest weight clamps to 7), a step 14/15 of ours for int4. Asymmetric b-bit: scale = (max -
+`gptq4` uses this same grid (`symmetric_scale`, `symmetric_codes`), so rtn4 and gptq4 differ
+only by GPTQ's error compensation. (GPTQ's reference code's symmetric mode is scale = 2 max|w| /
+(2^b - 1) over the codes -8..7, a step 14/15 of ours for int4; we keep one grid for both.) Asymmetric b-bit: scale = (max -
 min) / (2^b - 1), zero = round(-min / scale), q = clamp(round(w / scale) + zero, 0, 2^b - 1),
 w' = (q - zero) * scale.
 The zero point is *not* clamped into the code range (fake quantization has no uint4 to store
@@ -66,6 +68,21 @@ def resolve_group_size(in_features: int, group_size: int | None) -> int:
     return max(d for d in range(1, group_size + 1) if in_features % d == 0)
 
 
+def symmetric_scale(g: Tensor, bits: int) -> Tensor:
+    """The symmetric b-bit scale of each group along the last dimension (kept as size 1):
+    max|w| / (2^(b-1) - 1); an all-zero group gets 1 (its codes are all 0)."""
+    scale = g.abs().amax(-1, keepdim=True) / (2 ** (bits - 1) - 1)
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+def symmetric_codes(w: Tensor, scale: Tensor, bits: int) -> Tensor:
+    """round(w / scale) clamped to -(2^(b-1) - 1)..2^(b-1) - 1: the one symmetric grid of every
+    RTN attack and of `gptq4` (whose error updates can push a weight past the group's max|w|;
+    it then clamps to the largest code, as in GPTQ's reference quantizer)."""
+    qmax = 2 ** (bits - 1) - 1
+    return torch.clamp(torch.round(w / scale), -qmax, qmax)
+
+
 def quantize_codes(w: Tensor, bits: int, group_size: int | None = 128,
                    symmetric: bool = True) -> tuple[Tensor, Tensor, Tensor, int]:
     """RTN integer codes of a 2-D weight (out, in), computed in fp32.
@@ -82,11 +99,9 @@ def quantize_codes(w: Tensor, bits: int, group_size: int | None = 128,
     gs = resolve_group_size(in_features, group_size)
     g = w.detach().float().reshape(out_features, in_features // gs, gs)
     if symmetric:
-        qmax = 2 ** (bits - 1) - 1
-        scale = g.abs().amax(-1, keepdim=True) / qmax
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # all-zero group -> codes 0
+        scale = symmetric_scale(g, bits)
         zero = torch.zeros_like(scale)
-        q = torch.clamp(torch.round(g / scale), -qmax, qmax)
+        q = symmetric_codes(g, scale, bits)
     else:
         qmax = 2**bits - 1
         lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
@@ -326,12 +341,16 @@ def bnb_nf4(model, ctx: AttackContext) -> Attacked:
 # Noise control
 # ---------------------------------------------------------------------------------------------
 
-@register("noise_int4", "Gaussian weight noise with std = the int4 group-128 step (control)", family="noise")
+NOISE_STD_FACTOR = 12 ** -0.5  # RTN's rounding error is uniform on [-step/2, step/2]: std step/sqrt(12)
+
+
+@register("noise_int4", "Gaussian weight noise with std = RTN int4's rounding-error std, step/sqrt(12) (control)",
+          family="noise")
 def noise_int4(model, ctx: AttackContext) -> Attacked:
-    """W + N(0, s^2) per weight, s = the symmetric int4 group-128 scale of its group: a
-    perturbation of the size of int4 rounding (whose error is uniform on [-s/2, s/2], std
-    s/sqrt(12)) but with no pull back to the target's grid. If this recovers as much as rtn4,
-    recovery is "any perturbation"; if not, it is the rounding (Zhang et al. 2025)."""
+    """W + N(0, s^2) per weight with s = step / sqrt(12), step the symmetric int4 group-128 scale
+    of the weight's group: RTN's rounding error is uniform on [-step/2, step/2], so this noise has
+    the std of int4 rounding but no pull back to the target's grid. If it recovers as much as
+    rtn4, recovery is "any perturbation"; if not, it is the rounding (Zhang et al. 2025)."""
     check_params(ctx, "noise_int4", {"include_lm_head"})
     include_head = bool(ctx.params.get("include_lm_head", False))
     attacked = copy.deepcopy(model)
@@ -341,9 +360,10 @@ def noise_int4(model, ctx: AttackContext) -> Attacked:
         for layer, module in quantized_layers(attacked, include_head, "noise_int4"):
             w = matrix(module)
             step, used[layer] = int_step(w, 4, 128)
-            noise = torch.randn(step.shape, generator=gen) * step
+            noise = torch.randn(step.shape, generator=gen) * (step * NOISE_STD_FACTOR)
             w.add_(noise.to(w.device, w.dtype))
-    info = {"method": "gaussian_noise", "std": "int4 symmetric step", "bits": 4, "symmetric": True,
+    info = {"method": "gaussian_noise", "std": "int4 symmetric group-128 step / sqrt(12) (RTN's rounding-error std)",
+            "std_factor": NOISE_STD_FACTOR, "bits": 4, "symmetric": True,
             **_group_info(128, used), "n_layers": len(used), "include_lm_head": include_head, "seed": ctx.seed}
     return Attacked(model=attacked, info=info)
 

@@ -24,7 +24,7 @@ import torch
 from obliviate.attacks import AttackContext, Attacked, AttackUnavailable, register, resolve_params
 from obliviate.data.collate import DEFAULT_PROMPT, PromptFormat, batches, collate, encode_items, pad_id_of
 from obliviate.data.task import QAItem
-from obliviate.evaluate import EvalConfig, greedy_accuracy
+from obliviate.evaluate import EvalConfig, greedy_accuracy, greedy_rouge, mean_answer_nll
 from obliviate.methods._losses import MODEL_KEYS, nll_mean
 
 
@@ -105,22 +105,22 @@ def finetune(model, tokenizer, items: list[QAItem], epochs: int, lr: float, seed
     return float(loss.detach())
 
 
-@torch.no_grad()
-def _mean_nll(model, tokenizer, items: list[QAItem], fmt: PromptFormat, batch_size: int = 32) -> float:
-    device = next(model.parameters()).device
-    encoded, pad = encode_items(tokenizer, items, fmt=fmt), pad_id_of(tokenizer)
-    total, n = 0.0, 0
-    for idx in batches(len(encoded), batch_size):
-        total += float(nll_mean(model, _device_batch(collate([encoded[i] for i in idx], pad), device))) * len(idx)
-        n += len(idx)
-    return total / max(n, 1)
+def held_out_knowledge(model, tokenizer, items: list[QAItem], knowledge: str, fmt: PromptFormat) -> float:
+    """The audit's K on `items`: mean ROUGE-L recall of the greedy answers ("rouge", e.g. TOFU,
+    where contains-answer accuracy of long answers is ~0 at every lr) or greedy accuracy ("acc")."""
+    cfg = EvalConfig(prompt=fmt)
+    if knowledge == "rouge":
+        return greedy_rouge(model, tokenizer, items, cfg)
+    if knowledge == "acc":
+        return greedy_accuracy(model, tokenizer, items, cfg)
+    raise ValueError(f"unknown knowledge measure {knowledge!r}; valid: acc, rouge")
 
 
 def relearn_sweep(model, ctx: AttackContext, train: list[QAItem], held_out: list[QAItem], p, prepare=None):
     """For each lr of `p.lrs`: fine-tune a copy of `model` on `train` (after `prepare(copy)`,
     which may freeze weights and returns a function that undoes it) and probe `held_out`; keep
-    the copy with the best greedy accuracy (ties: lower held-out loss).
-    Returns (best copy, its lr, accuracy per lr, held-out NLL per lr)."""
+    the copy with the best K, the audit's own knowledge measure `ctx.knowledge` (ties: lower
+    held-out loss). Returns (best copy, its lr, K per lr, held-out NLL per lr)."""
     best, best_key, best_lr = None, None, None
     per_lr: dict[float, float] = {}
     per_lr_nll: dict[float, float] = {}
@@ -131,8 +131,8 @@ def relearn_sweep(model, ctx: AttackContext, train: list[QAItem], held_out: list
         finetune(attacked, ctx.tokenizer, train, p.epochs, lr, ctx.seed, p.batch_size, p.weight_decay, ctx.prompt)
         if undo is not None:
             undo()
-        per_lr[lr] = greedy_accuracy(attacked, ctx.tokenizer, held_out, EvalConfig(prompt=ctx.prompt))
-        per_lr_nll[lr] = _mean_nll(attacked, ctx.tokenizer, held_out, ctx.prompt)
+        per_lr[lr] = held_out_knowledge(attacked, ctx.tokenizer, held_out, ctx.knowledge, ctx.prompt)
+        per_lr_nll[lr] = mean_answer_nll(attacked, ctx.tokenizer, held_out, fmt=ctx.prompt)
         key = (per_lr[lr], -per_lr_nll[lr])
         if best_key is None or key > best_key:
             best, best_key, best_lr = attacked, key, lr
@@ -145,8 +145,8 @@ def relearn_sweep(model, ctx: AttackContext, train: list[QAItem], held_out: list
                  "over an lr sweep, probe the held-out half", family="relearning")
 def rtt(model, ctx: AttackContext) -> Attacked:
     """RTT: fine-tune a copy on T for `epochs` at each lr of the sweep; keep the copy with the
-    best greedy accuracy on the held-out V (ties: the lower V loss), as Deeb & Roger report the
-    best lr per method. Only the best copy is kept alive, so memory is at most two copies of
+    best K on the held-out V, K the audit's own measure (accuracy, or ROUGE-L recall on TOFU;
+    ties: the lower V loss), as Deeb & Roger report the best lr per method. Only the best copy is kept alive, so memory is at most two copies of
     the model beside the input. The returned `forget_items` is V: the audit scores K on V.
     """
     p = resolve_params(RTTParams, ctx, "rtt")
@@ -154,8 +154,8 @@ def rtt(model, ctx: AttackContext) -> Attacked:
     best, best_lr, per_lr, per_lr_nll = relearn_sweep(model, ctx, train, held_out, p)
     train_subjects = sorted({str(it.subject) for it in train if it.subject is not None})
     return Attacked(model=best, forget_items=held_out, info={
-        "lr": best_lr, "per_lr": per_lr, "per_lr_val_nll": per_lr_nll, "n_train": len(train),
-        "n_val": len(held_out), "epochs": p.epochs, "batch_size": p.batch_size,
+        "lr": best_lr, "per_lr": per_lr, "selected_by": ctx.knowledge, "per_lr_val_nll": per_lr_nll,
+        "n_train": len(train), "n_val": len(held_out), "epochs": p.epochs, "batch_size": p.batch_size,
         "train_subjects": train_subjects})
 
 

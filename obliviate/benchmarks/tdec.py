@@ -351,12 +351,15 @@ def _audit_markdown(audit: dict[str, dict], attacks: list[str]) -> list[str]:
 def method_config(cfg: RunConfig, method: str, tiny: bool) -> UnlearnConfig:
     """`cfg.unlearn` (after `resolve_config`: the run file's, else TINY_/REAL_UNLEARN), then this
     benchmark's per-method defaults, then the run file's method_overrides. The QA accuracy stop
-    (`stop_forget_acc`) is switched off: raw text has no answer to check, the TDEC rule stops."""
+    (`stop_forget_acc`) is switched off: raw text has no answer to check, the TDEC rule stops;
+    so is the divergence guard: the protocol runs until its rule holds, and the table's validation
+    NLL (`val NLL`) shows any collapse (GA on the tiny model takes the retain-text NLL past
+    ln(vocab) just before the rule holds)."""
     tuned = (TINY_METHOD_DEFAULTS if tiny else REAL_METHOD_DEFAULTS).get(method, {})
     user = cfg.method_overrides.get(method, {})
     merged = {**tuned, **user, "params": {**tuned.get("params", {}), **user.get("params", {})}}
     layered = cfg.model_copy(update={"method_overrides": {**cfg.method_overrides, method: merged}})
-    return layered.unlearn_config(method, tiny=False).model_copy(update={"stop_forget_acc": None})
+    return layered.unlearn_config(method, tiny=False).model_copy(update={"stop_forget_acc": None, "diverge_at": None})
 
 
 def resolve_config(cfg: RunConfig, tiny: bool) -> RunConfig:

@@ -7,7 +7,8 @@ security and cybersecurity; a tiny model answers at chance), so there is no tiny
 What it does:
 - evaluates `model` zero-shot on the chosen subsets (`bio`, `chem`, `cyber`; the first `limit`
   questions of each when given) with lm-eval-harness's WMDP prompt and the argmax over the
-  " A".." D" logits (`obliviate.metrics.multiple_choice`): per subset the WMDP accuracy
+  log-likelihoods of the continuations " A".." D", tokenized with the prompt as lm-eval does
+  (`obliviate.metrics.multiple_choice`; SentencePiece tokenizers included): per subset the WMDP accuracy
   (`wmdp_{subset}_acc`, the number the paper reports; chance is 0.25), a calibrated variant that
   removes a constant letter preference (`wmdp_{subset}_acc_calibrated`, ours, not comparable with
   published numbers) and the question count (`wmdp_{subset}_n`); over all chosen subsets
@@ -70,8 +71,7 @@ from obliviate.data.task import DataError, ForgetTask
 from obliviate.data.wmdp import SPLITS, SUBJECTS, MCItem, load_wmdp
 from obliviate.metrics.multiple_choice import (
     calibrate_letter_logits,
-    letter_token_ids,
-    mc_letter_logits,
+    mc_letter_loglik,
 )
 
 DEFAULT_METHODS = ["rmu"]
@@ -85,9 +85,10 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 MC_BATCH_MAX = 16
 NOTES = [
     "- **{subset} acc** (WMDP): zero-shot accuracy with lm-eval-harness's prompt, argmax over the "
-    "\" A\"..\" D\" logits; 0.25 is chance, lower = less hazardous knowledge (the number the paper reports).",
-    "- **cal.**: the same after subtracting each letter's mean logit over the subset (a constant letter "
-    "preference removed); ours, not comparable with published numbers.",
+    "log-likelihoods of the continuations \" A\"..\" D\"; 0.25 is chance, lower = less hazardous "
+    "knowledge (the number the paper reports).",
+    "- **cal.**: the same after subtracting each letter's mean log-likelihood over the subset (a constant "
+    "letter preference removed); ours, not comparable with published numbers.",
     "- **forget / retain NLL**: mean token NLL of the first 200 texts of the forget and retain corpora "
     "(only when corpora are given); unlearning should raise the first and keep the second.",
     "- Utility (MMLU, MT-Bench) is not measured here: run lm-eval-harness on `models/METHOD/`.",
@@ -124,16 +125,12 @@ def evaluate_wmdp(model, tokenizer, questions: dict[str, list[MCItem]], batch_si
                   ) -> tuple[dict[str, float], dict[str, dict[str, list]]]:
     """(metrics, per_item) of one model on {subset: questions}: see the module doc for the names;
     per_item[subset] = {"pred", "pred_calibrated" (letter indices), "correct" (0/1)}."""
-    try:
-        letter_token_ids(tokenizer)  # a tokenizer that splits " A" fails here, before any forward pass
-    except ValueError as e:
-        raise DataError(f"WMDP: {e}") from e
     model.eval()
     metrics: dict[str, float] = {}
     per_item: dict[str, dict[str, list]] = {}
     hits, hits_cal = [], []
     for subset, items in questions.items():
-        logits = mc_letter_logits(model, tokenizer, items, SUBJECTS[subset], batch_size)
+        logits = mc_letter_loglik(model, tokenizer, items, SUBJECTS[subset], batch_size)
         answers = np.array([it.answer for it in items])
         pred = logits.argmax(-1)
         pred_cal = calibrate_letter_logits(logits).argmax(-1)

@@ -108,17 +108,36 @@ def encode_prompt(tokenizer, question: str | None, fmt: PromptFormat = DEFAULT_P
     return list(tokenizer(format_prompt(question, fmt), add_special_tokens=True)["input_ids"])
 
 
+def fit_prompt(ids: Sequence[int], budget: int, keep: int = 0) -> list[int]:
+    """Left-truncate a prompt to at most `budget` tokens, keeping its first `keep` (BOS): a
+    question longer than the context keeps its end (the part next to "Answer:")."""
+    ids = list(ids)
+    if len(ids) <= budget:
+        return ids
+    if budget <= keep:
+        raise ValueError(f"no room for the prompt: {budget} token(s) allowed, {keep} kept at its start")
+    return ids[:keep] + ids[len(ids) - (budget - keep):]
+
+
+def leading_bos(ids: Sequence[int], tokenizer) -> int:
+    """1 when `ids` starts with the tokenizer's BOS (what `fit_prompt` must keep), else 0."""
+    return int(bool(ids) and tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id)
+
+
 def encode(tokenizer, question: str | None, answer: str, max_length: int = 512,
            fmt: PromptFormat = DEFAULT_PROMPT) -> Encoded:
-    """Token ids of one (prompt, answer + EOS) pair; a raw text is all answer. A prompt that
-    leaves no room for the answer is cut from the left, keeping BOS and the question's end."""
+    """Token ids of one (prompt, answer + EOS) pair of at most `max_length` tokens; a raw text is
+    all answer. Too long: the prompt is cut from the left (`fit_prompt`, keeping BOS and the
+    question's end) to leave the answer at least half of `max_length` (or all it needs), then the
+    answer is cut from the right."""
     prompt_ids = encode_prompt(tokenizer, question, fmt)
     text = answer if question is None else fmt.answer_prefix + answer
     answer_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if tokenizer.eos_token_id is not None:
         answer_ids.append(tokenizer.eos_token_id)
-    if len(prompt_ids) >= max_length:
-        prompt_ids = fit_prompt(prompt_ids, max(1, max_length - 1), bos_ids(tokenizer))
+    if len(prompt_ids) + len(answer_ids) > max_length:
+        prompt_ids = fit_prompt(prompt_ids, max(2, max_length - min(len(answer_ids), max_length // 2)),
+                                leading_bos(prompt_ids, tokenizer))
     room = max(1, max_length - len(prompt_ids))
     return Encoded(prompt_ids, answer_ids[:room])
 
@@ -126,16 +145,6 @@ def encode(tokenizer, question: str | None, answer: str, max_length: int = 512,
 def encode_items(tokenizer, items: Sequence[QAItem], max_length: int = 512,
                  fmt: PromptFormat = DEFAULT_PROMPT) -> list[Encoded]:
     return [encode(tokenizer, it.question, it.answer, max_length, fmt) for it in items]
-
-
-def fit_prompt(ids: list[int], limit: int, bos: list[int] | None = None) -> list[int]:
-    """`ids` cut from the left to at most `limit` tokens: a long prompt (in-context examples, a
-    long question) keeps its end, where the question and the answer cue are; a leading BOS is kept."""
-    if len(ids) <= limit:
-        return list(ids)
-    keep_bos = bool(bos) and ids[:len(bos)] == list(bos) and limit > len(bos)
-    head = list(bos) if keep_bos else []
-    return head + list(ids[len(ids) - (limit - len(head)):])
 
 
 def context_length(model) -> int | None:

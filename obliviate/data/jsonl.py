@@ -197,7 +197,12 @@ def _perturbed(path: Path, lineno: int, rec: dict, *, csv_file: bool) -> tuple[s
 
 
 def read_qa_items(path: Path, required: tuple = ("question", "answer")) -> list[QAItem]:
-    """Read a user file of question/answer records or raw-text records into `QAItem`s.
+    """The items of `read_qa_lines`, without their line numbers."""
+    return [it for _, it in read_qa_lines(path, required)]
+
+
+def read_qa_lines(path: Path, required: tuple = ("question", "answer")) -> list[tuple[int, QAItem]]:
+    """Read a user file of question/answer records or raw-text records into (1-based line, `QAItem`).
 
     A record is either `{"question", "answer"}` with optional `paraphrased_question`,
     `paraphrased_answer`, `perturbed_answers` (a list of wrong answers; TOFU's name
@@ -213,7 +218,7 @@ def read_qa_items(path: Path, required: tuple = ("question", "answer")) -> list[
     required = tuple("perturbed_answers" if r == "perturbed_answer" else r for r in required)
     unknown = [r for r in required if r not in (*_STR_FIELDS, "perturbed_answers")]
     if unknown:
-        raise ValueError(f"read_qa_items: unknown required field(s) {unknown}")
+        raise ValueError(f"read_qa_lines: unknown required field(s) {unknown}")
     allow_text = set(required) <= _QA_FIELDS
     items = []
     for lineno, rec in read_records(path):
@@ -231,8 +236,8 @@ def read_qa_items(path: Path, required: tuple = ("question", "answer")) -> list[
             text = _string(path, lineno, rec, "text", csv_file=csv_file)
             if text is None:
                 raise DataError(f'{path}:{lineno}: field "text" is null')
-            items.append(QAItem(question=None, answer=text,
-                                subject=_string(path, lineno, rec, "subject", csv_file=csv_file)))
+            items.append((lineno, QAItem(question=None, answer=text,
+                                         subject=_string(path, lineno, rec, "subject", csv_file=csv_file))))
             continue
         if not qa_fields:
             raise DataError(f'{path}:{lineno}: the record has neither "question"/"answer" nor "text" '
@@ -244,7 +249,7 @@ def read_qa_items(path: Path, required: tuple = ("question", "answer")) -> list[
                 what = "is null" if rec.get(name, 0) is None else "is missing"
                 raise DataError(f'{path}:{lineno}: field "{name}" {what}')
         values["perturbed_answers"] = values["perturbed_answers"] or ()
-        items.append(QAItem(**values))
+        items.append((lineno, QAItem(**values)))
     return items
 
 
@@ -257,16 +262,27 @@ def load_user_task(forget: Path, retain: Path, holdout: Path | None = None, name
     membership inference); it must not share an item with the forget or retain set.
     Raises `DataError` for bad files, an empty forget/retain set, or overlapping sets.
     """
-    forget_items = read_qa_items(Path(forget))
-    retain_items = read_qa_items(Path(retain))
-    holdout_items = read_qa_items(Path(holdout)) if holdout is not None else []
+    forget_lines = read_qa_lines(Path(forget))
+    retain_lines = read_qa_lines(Path(retain))
+    holdout_lines = read_qa_lines(Path(holdout)) if holdout is not None else []
+    _check_disjoint(forget, forget_lines, "retain", retain, retain_lines)
+    for other, path, lines in (("forget", forget, forget_lines), ("retain", retain, retain_lines)):
+        _check_disjoint(holdout, holdout_lines, other, path, lines)
+    forget_items, retain_items = [it for _, it in forget_lines], [it for _, it in retain_lines]
     task = ForgetTask(name=name, forget=forget_items, retain=retain_items, forget_eval=list(forget_items),
-                      retain_eval=retain_items[:RETAIN_EVAL_MAX], holdout=holdout_items)
+                      retain_eval=retain_items[:RETAIN_EVAL_MAX], holdout=[it for _, it in holdout_lines])
     task.validate()
-    trained = {(it.question, it.answer) for it in forget_items + retain_items}
-    for i, it in enumerate(holdout_items):
-        if (it.question, it.answer) in trained:
-            q = it.question if it.question is not None else it.answer[:60]
-            raise DataError(f"task {name!r}: holdout item {i} ({holdout}) is also in the forget or retain "
-                            f"set: {q!r}")
     return task
+
+
+def _check_disjoint(path: Path | None, lines: list[tuple[int, QAItem]], other: str, other_path: Path,
+                    other_lines: list[tuple[int, QAItem]]) -> None:
+    """No item of `path` may also be in `other_path`: the error names both files and lines (1-based)."""
+    seen: dict[tuple, int] = {}
+    for lineno, it in other_lines:
+        seen.setdefault((it.question, it.answer), lineno)
+    for lineno, it in lines:
+        at = seen.get((it.question, it.answer))
+        if at is not None:
+            q = it.question if it.question is not None else it.answer[:60]
+            raise DataError(f"{path}:{lineno}: this item is also in the {other} set ({other_path}:{at}): {q!r}")

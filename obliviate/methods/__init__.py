@@ -22,7 +22,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, get_type_hints
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,29 @@ def check_task(method: Method, task) -> None:
 
 
 def make_params(method: Method, overrides: dict[str, Any] | None = None):
-    """The method's hyper-parameters with `overrides`; an unknown key names the valid ones."""
+    """The method's hyper-parameters with `overrides`; an unknown key names the valid ones, and a
+    value of the wrong type (`beta=abc` for a float) is a `DataError` naming the parameter.
+    Values are checked against the dataclass's annotations (pydantic's lax mode: 1 is a valid
+    float, "abc" is not)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from obliviate.data.task import DataError
+
     overrides = dict(overrides or {})
     valid = {f.name for f in fields(method.params)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
         raise KeyError(f"method {method.name!r}: unknown parameter(s) {', '.join(unknown)}; "
                        f"valid: {', '.join(sorted(valid)) or '(none)'}")
+    hints = get_type_hints(method.params)
+    for key, value in overrides.items():
+        try:
+            overrides[key] = TypeAdapter(hints[key]).validate_python(value)
+        except ValidationError as e:
+            raise DataError(f"method {method.name!r}: parameter {key}={value!r}: {e.errors()[0]['msg']} "
+                            f"(expected {_type_name(hints[key])})") from None
     return method.params(**overrides)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

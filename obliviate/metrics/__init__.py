@@ -46,7 +46,7 @@ METRICS: dict[str, MetricInfo] = {m.name: m for m in [
     MetricInfo("extraction_strength", None, "token argmax flags",
                "1 - k*/|y|, k* the start of the longest exactly-predicted suffix"),
     MetricInfo("mia_loss", None, "answer nll", "MIA AUC, forget vs holdout, with the LOSS score"),
-    MetricInfo("mia_zlib", None, "answer nll + text", "MIA AUC with the zlib score (Carlini et al. 2021)"),
+    MetricInfo("mia_zlib", None, "answer nll + answer text", "MIA AUC with the zlib score (Carlini et al. 2021)"),
     MetricInfo("mia_min_k", None, "token log-probs", "MIA AUC with Min-K% [k 0.4] (Shi et al. 2023)"),
     MetricInfo("mia_min_k_pp", None, "token log-probs + vocab mean/std",
                "MIA AUC with Min-K%++ [k 0.4] (Zhang et al. 2024)"),

@@ -11,10 +11,14 @@ The prompt is lm-eval-harness's WMDP prompt (the one the WMDP paper reports with
     D. {choice 3}
     Answer:
 
-and the prediction is the argmax over the logits of the four answer tokens " A", " B", " C",
-" D" at the last prompt position (lm-eval scores the log-likelihood of the continuation " A" etc.;
-with single-token continuations the argmax is the same, since log-softmax shifts every logit
-of a position by the same amount).
+and the prediction is the argmax over the four continuations " A", " B", " C", " D" of their
+log-likelihood given the prompt, scored as lm-evaluation-harness scores a continuation
+(`_encode_pair`): the prompt is tokenized alone (the context) and prompt + " " + letter
+together, and the continuation is the tokens of the latter past the context's length. With
+SentencePiece tokenizers (Llama-2, Mistral/Zephyr) " A" alone is ['▁', 'A'] while "Answer: A"
+ends in the one token '▁A': scoring the letter alone would read the wrong tokens. When every
+continuation is one token (the usual case) one forward pass of the prompt serves all four;
+otherwise each letter's continuation is teacher-forced after the prompt.
 """
 
 from __future__ import annotations
@@ -39,38 +43,51 @@ def mc_prompt(item: MCItem, subject: str) -> str:
     return DESCRIPTION.format(subject=subject) + "\n".join(lines) + "\nAnswer:"
 
 
-def letter_token_ids(tokenizer) -> list[int]:
-    """Token ids of " A", " B", " C", " D"; ValueError when one is not a single token."""
-    ids = []
+def letter_continuations(tokenizer, prompt: str) -> tuple[list[int], list[list[int]]]:
+    """(context ids, continuation ids per letter): lm-evaluation-harness's split of prompt +
+    " " + letter into the prompt's own tokens and the rest of the joint tokenization."""
+    context = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    continuations = []
     for L in LETTERS:
-        toks = list(tokenizer(" " + L, add_special_tokens=False)["input_ids"])
-        if len(toks) != 1:
-            raise ValueError(f"the answer letter {' ' + L!r} is {len(toks)} tokens {toks} with this tokenizer, "
-                             f"not one: multiple-choice scoring reads one logit per letter")
-        ids.append(toks[0])
-    return ids
+        whole = list(tokenizer(prompt + " " + L, add_special_tokens=True)["input_ids"])
+        if not whole[len(context):]:
+            raise ValueError(f"the answer letter {' ' + L!r} adds no token after the prompt with this tokenizer")
+        continuations.append(whole[len(context):])
+    return context, continuations
 
 
 @torch.no_grad()
-def mc_letter_logits(model, tokenizer, items: Sequence[MCItem], subject: str, batch_size: int = 16) -> np.ndarray:
-    """(n, 4) float64 logits of " A".." D" at the last prompt position of each item's prompt.
+def mc_letter_loglik(model, tokenizer, items: Sequence[MCItem], subject: str, batch_size: int = 16) -> np.ndarray:
+    """(n, 4) float64 log-likelihoods of the continuations " A".." D" after each item's prompt.
 
-    One forward pass per batch of left-padded prompts, with the real attention mask and
-    position ids counted from each row's first real token (so a padded row is computed as if
-    it were alone).
+    Items whose four continuations are single tokens: one forward pass per batch of left-padded
+    prompts, with the real attention mask and position ids counted from each row's first real
+    token (a padded row is computed as if it were alone), log-softmax at the last position. The
+    others: each (prompt, continuation) pair teacher-forced, summing the continuation's log-probs.
     """
-    letter_ids = torch.tensor(letter_token_ids(tokenizer), dtype=torch.long)
-    prompts = [list(tokenizer(mc_prompt(it, subject), add_special_tokens=True)["input_ids"]) for it in items]
+    from obliviate.data.collate import Encoded
+    from obliviate.evaluate import score_sequences
+
+    split = [letter_continuations(tokenizer, mc_prompt(it, subject)) for it in items]
+    single = [i for i, (_, conts) in enumerate(split) if all(len(c) == 1 for c in conts)]
+    multi = [i for i, (_, conts) in enumerate(split) if any(len(c) != 1 for c in conts)]
     pad = pad_id_of(tokenizer)
     device = next(model.parameters()).device
     out = np.zeros((len(items), len(LETTERS)), dtype=np.float64)
-    for idx in batches(len(prompts), batch_size):
-        batch = collate_prompts([prompts[i] for i in idx], pad)
+    for idx in batches(len(single), batch_size):
+        rows = [single[i] for i in idx]
+        batch = collate_prompts([split[r][0] for r in rows], pad)
         mask = batch["attention_mask"]
         position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
         logits = model(input_ids=batch["input_ids"].to(device), attention_mask=mask.to(device),
                        position_ids=position_ids.to(device)).logits[:, -1].float()
-        out[idx.start: idx.stop] = logits[:, letter_ids.to(device)].cpu().numpy().astype(np.float64)
+        logp = torch.log_softmax(logits, dim=-1).cpu()
+        letters = torch.tensor([[c[0] for c in split[r][1]] for r in rows], dtype=torch.long)
+        out[rows] = logp.gather(1, letters).numpy().astype(np.float64)
+    if multi:
+        pairs = [Encoded(split[r][0], cont) for r in multi for cont in split[r][1]]
+        scored = score_sequences(model, pairs, pad, batch_size)
+        out[multi] = np.array([float(s["logp"].sum()) for s in scored]).reshape(len(multi), len(LETTERS))
     return out
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from obliviate.data.collate import Encoded, pad_id_of
+from obliviate.data.collate import Encoded, fit_prompt, pad_id_of
 from obliviate.data.muse import VerbMemItem
 from obliviate.data.task import QAItem
 from obliviate.metrics.extraction import greedy_generate_fn
@@ -110,16 +110,6 @@ def privleak_from_aucs(auc_model: float, auc_oracle: float) -> float:
     """PrivLeak from detection AUCs (`obliviate.metrics.mia.mia_auc` convention, 1 = members
     perfectly detectable): (AUC_model - AUC_oracle) / AUC_oracle * 100 with MUSE's AUC = 1 - ours."""
     return _privleak(auc_model, auc_oracle)
-
-
-def fit_prompt(ids: Sequence[int], budget: int, keep: int = 0) -> list[int]:
-    """Left-truncate a prompt to at most `budget` tokens, keeping its first `keep` (BOS)."""
-    ids = list(ids)
-    if len(ids) <= budget:
-        return ids
-    if budget <= keep:
-        raise ValueError(f"no room for the prompt: {budget} token(s) allowed, {keep} kept at its start")
-    return ids[:keep] + ids[len(ids) - (budget - keep):]
 
 
 def context_length(model) -> int | None:

@@ -22,6 +22,36 @@ def default_dtype(device: str | None = None) -> torch.dtype:
     return torch.float32
 
 
+def _looks_like_path(name: str) -> bool:
+    """A name that can only mean a local directory: it starts with . / ~, has a backslash or more
+    than one "/", or its parent directory exists here (`runs/x` when runs/ exists); "org/name"
+    is a Hub id."""
+    path = Path(name)
+    return (name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+            or (path.parent != Path(".") and path.parent.is_dir()))
+
+
+def check_model(name: str | Path) -> None:
+    """Fail early, in one line, on a model that cannot load: a path that does not exist ("no
+    such model directory", not a Hub connection error), a directory without config.json, a
+    corrupt safetensors file (only the headers are read: cheap even for a 7B model)."""
+    from safetensors import safe_open
+
+    path = Path(name)
+    if not path.exists():
+        if _looks_like_path(str(name)):
+            raise DataError(f"{name}: no such model directory")
+        return  # a Hub id
+    if not (path / "config.json").is_file():
+        raise DataError(f"{path}: not a Hugging Face model directory (no config.json)")
+    for f in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), "pt"):
+                pass
+        except Exception as e:  # SafetensorError (not an OSError), or an OSError reading it
+            raise DataError(f"{f}: corrupt or unreadable weights file ({str(e).splitlines()[0]})") from None
+
+
 def load_model(name: str | Path, dtype: torch.dtype | str | None = None, device: str | None = None):
     """Return (model, tokenizer) for a causal LM directory or Hub id, on `device` (default: the
     GPU when there is one, else the CPU) in `dtype` (default: see `default_dtype`)."""
@@ -31,11 +61,7 @@ def load_model(name: str | Path, dtype: torch.dtype | str | None = None, device:
     hf_logging.disable_progress_bar()  # ours show progress; a bar per tiny load is noise
 
     path = Path(name)
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise DataError(f"{path}: not a Hugging Face model directory (no config.json)")
-    elif str(name).startswith((".", "/", "~")) or str(name).count("/") > 1:
-        raise DataError(f"{name}: no such model directory")
+    check_model(name)
     try:
         config = AutoConfig.from_pretrained(str(name))
     except (OSError, ValueError) as e:
@@ -53,9 +79,11 @@ def load_model(name: str | Path, dtype: torch.dtype | str | None = None, device:
                  "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}[dtype]
     device = device or ("cuda" if torch.cuda.is_available() else None)
     dtype = dtype or default_dtype(device)
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForCausalLM.from_pretrained(str(name), dtype=dtype)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise DataError(f"{name}: cannot load the model ({str(e).splitlines()[0]})") from e
     tokenizer = AutoTokenizer.from_pretrained(str(name))
     if path.is_dir():

@@ -33,10 +33,13 @@ def columns(results: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def rows(results: dict[str, Any]) -> list[list[str]]:
-    """One row per model; a multi-seed run (`--seeds`) shows mean ± std over the seeds."""
+    """One row per model; a multi-seed run (`--seeds`) shows mean ± std over the seeds; a metric a
+    model records as not measured (`not_measured`) reads "n/a"."""
     from obliviate.seeds import format_mean_std
 
     def cell(entry: dict[str, Any], k: str) -> str:
+        if k in entry.get("not_measured", {}):
+            return "n/a"
         if "metrics_std" in entry and isinstance(entry["metrics"].get(k), float):
             return format_mean_std(entry["metrics"][k], entry["metrics_std"].get(k))
         return _fmt(entry["metrics"].get(k))
@@ -44,11 +47,23 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
     return [[name] + [cell(entry, k) for k, _, _ in columns(results)] for name, entry in results["models"].items()]
 
 
+def not_measured_notes(results: dict[str, Any]) -> list[str]:
+    """One line per (table metric, reason) of the "n/a" cells, naming the models."""
+    labels = {k: label for k, label, _ in columns(results)}
+    found: dict[tuple[str, str], list[str]] = {}
+    for name, entry in results["models"].items():
+        for key, reason in entry.get("not_measured", {}).items():
+            if key in labels:
+                found.setdefault((labels[key], reason), []).append(name)
+    return [f"n/a: {label} of {', '.join(names)}: {reason}" for (label, reason), names in found.items()]
+
+
 def markdown_table(results: dict[str, Any]) -> str:
     head = ["model"] + [f"{label} {better}".strip() for _, label, better in columns(results)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
-    return "\n".join(lines)
+    notes = not_measured_notes(results)
+    return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))
 
 
 def print_table(results: dict[str, Any], console=None) -> None:
@@ -65,6 +80,8 @@ def print_table(results: dict[str, Any], console=None) -> None:
     for r in rows(results):
         table.add_row(*r)
     console.print(table)
+    for note in not_measured_notes(results):
+        console.print(note, highlight=False)
 
 
 def _pct(row: dict[str, Any] | None, key: str) -> str:

@@ -38,16 +38,75 @@ def _naive_gptq(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: f
         if j % group == 0:
             scale = W[:, j:j + group].abs().amax(dim=1) / qmax
             scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        Q[:, j] = torch.clamp(torch.round(W[:, j] / scale), -qmax - 1, qmax) * scale
+        Q[:, j] = torch.clamp(torch.round(W[:, j] / scale), -qmax, qmax) * scale  # rtn4's grid: -7..7
         err = (W[:, j] - Q[:, j]) / Hinv[j, j]
         W[:, j:] -= err[:, None] * Hinv[j, j:][None, :]
         Hinv = Hinv - Hinv[:, j:j + 1] @ Hinv[j:j + 1, :] / Hinv[j, j]
     return Q
 
 
+def _gptq_algorithm_1(w: torch.Tensor, H: torch.Tensor, bits: int, group: int, damp: float) -> torch.Tensor:
+    """Frantar et al. 2023, Algorithm 1, as printed (no lazy batches), with group-wise scales
+    taken from the error-updated weights when a group starts, on rtn4's symmetric grid
+    (scale max|w| / 7, codes -7..7)."""
+    W = w.double().clone()
+    H = H.double().clone()
+    H += damp * H.diagonal().mean() * torch.eye(H.shape[0], dtype=torch.float64)
+    Hinv = torch.linalg.cholesky(torch.linalg.inv(H), upper=True)  # Cholesky(H^-1)^T
+    qmax = 2 ** (bits - 1) - 1
+    Q = torch.zeros_like(W)
+    for j in range(W.shape[1]):
+        if j % group == 0:
+            scale = W[:, j:j + group].abs().amax(dim=1) / qmax
+        Q[:, j] = torch.clamp(torch.round(W[:, j] / scale), -qmax, qmax) * scale
+        E = (W[:, j] - Q[:, j]) / Hinv[j, j]
+        W[:, j:] -= E[:, None] * Hinv[j, j:][None, :]
+    return Q
+
+
 # ---------------------------------------------------------------------------------------------
 # GPTQ on one weight matrix
 # ---------------------------------------------------------------------------------------------
+
+def test_gptq_equals_algorithm_1_on_rtn4s_grid():
+    """A small layer against the published algorithm: same dequantized weights; error updates push
+    some weights past their group's max|w|, and those clamp to code +-7 (rtn4's grid), never -8."""
+    x = _correlated_inputs(200, 32, seed=2)
+    w = torch.randn(12, 32, dtype=torch.float64)
+    result = gptq_quantize(w, _hessian(x), bits=4, group_size=8, damp=0.01)
+    torch.testing.assert_close(result.weight, _gptq_algorithm_1(w, _hessian(x), 4, 8, 0.01), atol=1e-9, rtol=0)
+    codes = (result.weight / result.scales[:, result.group_index]).round()
+    assert codes.min() == -7 and codes.max() == 7
+    assert not result.rtn_fallback
+
+
+def test_gptq_and_rtn4_share_one_grid():
+    """Without error compensation (uncorrelated inputs) gptq4's quantizer is rtn4's, bit for bit."""
+    from obliviate.attacks.quantize import fake_quantize
+
+    w = torch.randn(16, 128)
+    q = gptq_quantize(w, 3.0 * torch.eye(128), bits=4, group_size=64, damp=0.01)
+    torch.testing.assert_close(q.weight, fake_quantize(w, 4, 64)[0], atol=1e-6, rtol=0)
+
+
+def test_no_calibration_signal_falls_back_to_rtn_and_says_so():
+    from obliviate.attacks.quantize import fake_quantize
+
+    w = torch.randn(8, 64)
+    result = gptq_quantize(w, torch.zeros(64, 64), bits=4, group_size=32, damp=0.01)
+    assert result.rtn_fallback
+    torch.testing.assert_close(result.weight, fake_quantize(w, 4, 32)[0], atol=1e-6, rtol=0)
+
+
+def test_gptq4_records_the_layers_it_rounded_with_rtn(tiny_model, tiny_tokenizer, small_world):
+    with torch.no_grad():  # layer 0's attention sees only zeros (and so outputs zeros): no calibration signal
+        tiny_model.model.layers[0].input_layernorm.weight.zero_()
+    info = get_attack("gptq4").run(tiny_model, AttackContext(tokenizer=tiny_tokenizer, task=small_world,
+                                                              params={"n_calibration": 8})).info
+    assert info["rtn_fallback"] == ["layers.0.self_attn.q_proj", "layers.0.self_attn.k_proj",
+                                    "layers.0.self_attn.v_proj", "layers.0.self_attn.o_proj"]
+    assert "max|w|/7" in info["grid"]
+
 
 def test_group_size_falls_back_to_largest_divisor():
     assert resolve_group_size(256, 128) == 128
@@ -79,7 +138,7 @@ def test_gptq_weights_lie_on_their_groups_grid(act_order):
     result = gptq_quantize(w, _hessian(x), bits=4, group_size=32, damp=0.01, act_order=act_order)
     codes = result.weight / result.scales[:, result.group_index]
     assert torch.allclose(codes, codes.round(), atol=1e-4)
-    assert codes.round().min() >= -8 and codes.round().max() <= 7
+    assert codes.round().min() >= -7 and codes.round().max() <= 7
 
 
 def test_gptq_equals_rtn_when_inputs_are_uncorrelated():

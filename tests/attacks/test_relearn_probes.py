@@ -147,6 +147,38 @@ def test_rtt_returns_a_finetuned_copy_probed_on_v(small_world, tiny_tokenizer, t
         get_attack("rtt").run(tiny_model, _ctx(tiny_tokenizer, small_world, lr=1e-3))
 
 
+@pytest.mark.parametrize("knowledge, best", [("rouge", 1e-4), ("acc", 1e-3)])
+def test_rtt_picks_its_lr_by_the_audits_own_knowledge_measure(small_world, tiny_tokenizer, tiny_model,
+                                                               monkeypatch, knowledge, best):
+    """On TOFU K is ROUGE and contains-answer accuracy is ~0 at every lr: choosing the lr by
+    accuracy picks an arbitrary copy. The sweep must choose by the audit's own K."""
+    rouge = {1e-4: 0.6, 3e-4: 0.2, 1e-3: 0.1}
+    acc = {1e-4: 0.0, 3e-4: 0.0, 1e-3: 0.05}
+
+    def fake_finetune(model, tokenizer, items, epochs, lr, seed, batch_size=8, weight_decay=0.0):
+        model.swept_lr = lr
+        return 0.0
+
+    monkeypatch.setattr(relearn, "finetune", fake_finetune)
+    monkeypatch.setattr(relearn, "greedy_rouge", lambda m, tok, items: rouge[m.swept_lr])
+    monkeypatch.setattr(relearn, "greedy_accuracy", lambda m, tok, items: acc[m.swept_lr])
+    ctx = AttackContext(tokenizer=tiny_tokenizer, task=small_world, seed=0, params={"lrs": [1e-4, 3e-4, 1e-3]},
+                        knowledge=knowledge)
+    out = get_attack("rtt").run(tiny_model, ctx)
+    assert out.info["lr"] == best and out.info["selected_by"] == knowledge
+    assert out.info["per_lr"] == (rouge if knowledge == "rouge" else acc)
+
+
+def test_audit_passes_its_knowledge_measure_to_the_attacks(small_world, tiny_tokenizer, tiny_model):
+    from obliviate.audit import run_attacks
+    from obliviate.evaluate import EvalConfig
+
+    res = run_attacks(tiny_model, tiny_tokenizer, small_world, ["rtt"], EvalConfig(knowledge="rouge"),
+                      params={"rtt": {"lrs": [1e-3], "epochs": 1}})["rtt"]
+    assert res.info["selected_by"] == "rouge"
+    assert res.info["per_lr"][1e-3] == pytest.approx(float(res.forget_correct.mean()))  # the audit's own K
+
+
 def test_rtt_finetune_learns_its_train_facts(small_world, tiny_tokenizer, tiny_model):
     """Sanity of the fine-tune itself: after RTT, the model answers T (its training facts)
     that the untrained model could not."""

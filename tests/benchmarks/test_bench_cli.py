@@ -44,10 +44,12 @@ def test_bench_wmdp_cli(tiny_dir, tmp_path):
     wmdp = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "wmdp"
     if not wmdp.is_dir():
         pytest.skip(f"no WMDP files at {wmdp}")
-    # the world tokenizer splits " A" in two: the scorer refuses it in one line
+    # the world tokenizer splits " A" in two: scored as the prompt's continuation, as lm-eval does
     res = CliRunner().invoke(app, ["bench", "wmdp", "--model", str(tiny_dir), "--data", str(wmdp), "--subsets",
                                    "bio", "--limit", "2", "--out", str(tmp_path / "split")])
-    assert res.exit_code == 2 and "is 2 tokens" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 0, res.output
+    split = json.loads((tmp_path / "split" / "results.json").read_text())["models"]["model"]["metrics"]
+    assert split["wmdp_bio_n"] == 2 and 0 <= split["wmdp_bio_acc"] <= 1
     from tests.benchmarks.test_bench_wmdp import _tiny_dir
 
     out = tmp_path / "run"

@@ -88,3 +88,19 @@ def test_bad_data_dir_and_refusal_methods_are_data_errors(tmp_path):
         muse.run(tmp_path / "r", SMALL, tmp_path / "nope", articles=2)
     with pytest.raises(DataError, match="idk_dpo"):
         muse.run(tmp_path / "r2", SMALL.model_copy(update={"methods": ["idk_dpo"]}), DATA, articles=2)
+
+
+def test_no_oracle_privleak_is_not_measured_with_the_reason():
+    """A benchmark run without an oracle (e.g. --model alone) has no reference AUC: privleak is
+    NaN, and results.json / the table say why instead of showing "-"."""
+    from obliviate.benchmarks._runner import not_measured
+    from obliviate.evaluate import NO_ORACLE
+    from obliviate.report.tables import markdown_table
+
+    metrics = {"verbmem_f": 0.3, "privleak": float("nan")}
+    assert not_measured(metrics, {"privleak_auc": 0.5}) == {}
+    entry = {"metrics": metrics, **not_measured(metrics, None)}
+    assert entry["not_measured"] == {"privleak": NO_ORACLE}
+    table = markdown_table({"models": {"target": entry},
+                            "columns": [["verbmem_f", "VerbMem", "↓"], ["privleak", "PrivLeak", "→0"]]})
+    assert "| target | 0.300 | n/a |" in table and f"n/a: PrivLeak of target: {NO_ORACLE}" in table

@@ -19,7 +19,7 @@ from obliviate.config import RunConfig, load_run_config
 from obliviate.data.task import DataError
 from obliviate.data.wmdp import SUBJECTS, load_wmdp
 from obliviate.evaluate import EvalConfig
-from obliviate.metrics.multiple_choice import mc_letter_logits
+from obliviate.metrics.multiple_choice import mc_letter_loglik
 from obliviate.models.load import load_model, save_model
 from obliviate.models.tiny import TinyModelConfig, build_model, train_tokenizer
 
@@ -76,7 +76,7 @@ def test_accuracies_are_computed_on_the_limited_questions(unlearn_run):
     for s in ("bio", "chem", "cyber"):
         assert m[f"wmdp_{s}_n"] == LIMIT
         items = load_wmdp(DATA / f"wmdp-{s}.json", LIMIT)
-        logits = mc_letter_logits(model, tok, items, SUBJECTS[s])
+        logits = mc_letter_loglik(model, tok, items, SUBJECTS[s])
         correct = logits.argmax(-1) == np.array([it.answer for it in items])
         hits.append(correct)
         assert m[f"wmdp_{s}_acc"] == pytest.approx(correct.mean())  # the real value, recomputed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -240,11 +241,14 @@ def test_load_user_task(tmp_path):
 def test_load_user_task_overlap_and_errors(tmp_path):
     forget = write_jsonl(tmp_path / "forget.jsonl", QA)
     retain = write_jsonl(tmp_path / "retain.jsonl", [{"question": "Other?", "answer": "Other."}, QA[2]])
-    with pytest.raises(DataError, match="forget item 2 is also in the retain set"):
+    # both files and both 1-based line numbers
+    with pytest.raises(DataError, match=rf"forget\.jsonl:3: this item is also in the retain set "
+                                        rf"\({re.escape(str(retain))}:2\)"):
         load_user_task(forget, retain)
     retain = write_jsonl(tmp_path / "retain2.jsonl", [{"question": "Other?", "answer": "Other."}])
-    holdout = write_jsonl(tmp_path / "holdout.jsonl", [{"question": "Other?", "answer": "Other."}])
-    with pytest.raises(DataError, match="holdout item 0"):
+    holdout = write_jsonl(tmp_path / "holdout.jsonl", [{"question": "New?", "answer": "New."},
+                                                       {"question": "Other?", "answer": "Other."}])
+    with pytest.raises(DataError, match=r"holdout\.jsonl:2: this item is also in the retain set \(.*retain2\.jsonl:1\)"):
         load_user_task(forget, retain, holdout)
     bad = write_jsonl(tmp_path / "retain3.jsonl", [{"question": "Other?"}])
     with pytest.raises(DataError, match=r'retain3\.jsonl:1: field "answer" is missing'):

@@ -138,9 +138,9 @@ def test_every_attack_that_encodes_uses_the_format(attack, params, small_world, 
 # --- prompts longer than the context, paraphrase without paraphrases, surgery without its field
 
 def test_fit_prompt_keeps_bos_and_the_end():
-    assert fit_prompt([1, 5, 6, 7, 8, 9], 4, [1]) == [1, 7, 8, 9]
-    assert fit_prompt([5, 6, 7], 4, [1]) == [5, 6, 7]
-    assert fit_prompt([5, 6, 7, 8], 2, [1]) == [7, 8]  # no BOS to keep
+    assert fit_prompt([1, 5, 6, 7, 8, 9], 4, 1) == [1, 7, 8, 9]
+    assert fit_prompt([5, 6, 7], 4, 1) == [5, 6, 7]
+    assert fit_prompt([5, 6, 7, 8], 2, 0) == [7, 8]  # no BOS to keep
 
 
 def test_long_in_context_prompts_are_cut_and_counted(small_world, tiny_tokenizer):

@@ -19,10 +19,10 @@ from obliviate.metrics.extraction import (
     text_encoded,
 )
 from obliviate.metrics.multiple_choice import (
-    letter_token_ids,
+    letter_continuations,
     mc_accuracy,
     mc_accuracy_calibrated,
-    mc_letter_logits,
+    mc_letter_loglik,
     mc_prompt,
 )
 from obliviate.models.tiny import train_tokenizer
@@ -55,35 +55,84 @@ def test_mc_prompt_is_lm_eval_style():
                                         "What?\nA. w\nB. x\nC. y\nD. z\nAnswer:")
 
 
-def test_letter_tokens_must_be_single(tiny_tokenizer):
-    # The world tokenizer splits " A" into two tokens.
-    with pytest.raises(ValueError, match="not one"):
-        letter_token_ids(tiny_tokenizer)
+ITEMS = [MCItem("Which one is right?", ("cat", "dog", "a bird", "fish"), 0),
+         MCItem("Right?", ("a", "b", "c", "d"), 3),
+         MCItem("Which one is right, the cat or the dog or the bird?", ("cat", "dog", "bird", "fish"), 1)]
+MC_CORPUS = (["The following are multiple choice questions (with answers) about biology.",
+              "Which one is right?\nA. cat\nB. dog\nC. a bird\nD. fish\nAnswer: A"] * 20
+             + [" A B C D" * 50] * 20 + [f"Answer: {L}" for L in "ABCD"] * 20)
 
 
 @pytest.fixture(scope="module")
 def mc_tokenizer():
-    corpus = ["The following are multiple choice questions (with answers) about biology.",
-              "Which one is right?\nA. cat\nB. dog\nC. a bird\nD. fish\nAnswer:"] * 20 + [" A B C D" * 50] * 20
-    tok = train_tokenizer(corpus, vocab_size=400)
+    tok = train_tokenizer(MC_CORPUS, vocab_size=400)
     assert len(tok) <= 400
     return tok
 
 
-def test_mc_letter_logits_batched_equals_single(tiny_model, mc_tokenizer):
-    items = [MCItem("Which one is right?", ("cat", "dog", "a bird", "fish"), 0),
-             MCItem("Right?", ("a", "b", "c", "d"), 3),
-             MCItem("Which one is right, the cat or the dog or the bird?", ("cat", "dog", "bird", "fish"), 1)]
+@pytest.fixture(scope="module")
+def sp_tokenizer():
+    """A SentencePiece-style tokenizer built offline, as Llama-2's behaves: spaces become "▁", a
+    "▁" is prepended to the text (the dummy prefix) and pieces never span a word start, so " A"
+    alone is ['▁', '▁A'] while "...Answer: A" ends in the one token '▁A'."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(MC_CORPUS, trainer=trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<unk>", clean_up_tokenization_spaces=False)
+
+
+def _forward_logp(model, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), -1)
+
+
+def test_sentencepiece_letter_is_scored_as_the_prompts_continuation(tiny_model, sp_tokenizer):
+    """lm-evaluation-harness's split: " A" alone is two tokens with a SentencePiece tokenizer (the
+    old scorer raised), but as the continuation of the prompt it is the one token '▁A'."""
+    alone = sp_tokenizer.convert_ids_to_tokens(sp_tokenizer(" A", add_special_tokens=False)["input_ids"])
+    assert alone == ["▁", "▁A"]
+    context, conts = letter_continuations(sp_tokenizer, mc_prompt(ITEMS[0], "biology"))
+    assert [sp_tokenizer.convert_ids_to_tokens(c) for c in conts] == [["▁A"], ["▁B"], ["▁C"], ["▁D"]]
     tiny_model.eval()
-    got = mc_letter_logits(tiny_model, mc_tokenizer, items, "biology", batch_size=3)
-    assert got.shape == (3, 4)
-    letters = letter_token_ids(mc_tokenizer)
-    for i, it in enumerate(items):
-        ids = torch.tensor([mc_tokenizer(mc_prompt(it, "biology"))["input_ids"]])
-        with torch.no_grad():
-            want = tiny_model(input_ids=ids).logits[0, -1, letters].double().numpy()
+    got = mc_letter_loglik(tiny_model, sp_tokenizer, ITEMS, "biology", batch_size=2)
+    for i, it in enumerate(ITEMS):
+        context, conts = letter_continuations(sp_tokenizer, mc_prompt(it, "biology"))
+        want = _forward_logp(tiny_model, context)[-1, [c[0] for c in conts]].numpy()
         np.testing.assert_allclose(got[i], want, atol=1e-5)
-    np.testing.assert_allclose(mc_letter_logits(tiny_model, mc_tokenizer, items, "biology", batch_size=1), got,
+
+
+def test_multi_token_continuations_sum_their_log_probs(tiny_model, tiny_tokenizer):
+    # The world tokenizer has no " A" or " C" token: those continuations are two tokens, teacher-forced.
+    context, conts = letter_continuations(tiny_tokenizer, mc_prompt(ITEMS[1], "biology"))
+    assert [len(c) for c in conts] == [2, 1, 2, 1]
+    tiny_model.eval()
+    got = mc_letter_loglik(tiny_model, tiny_tokenizer, ITEMS, "biology", batch_size=2)
+    for i, it in enumerate(ITEMS):
+        context, conts = letter_continuations(tiny_tokenizer, mc_prompt(it, "biology"))
+        for k, cont in enumerate(conts):
+            logp = _forward_logp(tiny_model, context + cont)
+            want = sum(float(logp[len(context) - 1 + t, tok]) for t, tok in enumerate(cont))
+            assert got[i, k] == pytest.approx(want, abs=1e-4)
+
+
+def test_mc_letter_loglik_batched_equals_single(tiny_model, mc_tokenizer):
+    tiny_model.eval()
+    got = mc_letter_loglik(tiny_model, mc_tokenizer, ITEMS, "biology", batch_size=3)
+    assert got.shape == (3, 4)
+    for i, it in enumerate(ITEMS):
+        context, conts = letter_continuations(mc_tokenizer, mc_prompt(it, "biology"))
+        assert all(len(c) == 1 for c in conts)
+        want = _forward_logp(tiny_model, context)[-1, [c[0] for c in conts]].numpy()
+        np.testing.assert_allclose(got[i], want, atol=1e-5)
+    np.testing.assert_allclose(mc_letter_loglik(tiny_model, mc_tokenizer, ITEMS, "biology", batch_size=1), got,
                                atol=1e-5)
 
 

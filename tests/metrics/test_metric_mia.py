@@ -59,3 +59,18 @@ def test_privleak():
     assert privleak(0.5, 0.5) == pytest.approx(0.0, abs=1e-6)
     assert privleak(0.25, 0.5) == pytest.approx(50.0, abs=1e-6)  # over-unlearned
     assert np.isnan(privleak(0.7, 1.0))
+
+
+def test_set_metrics_zlib_compresses_the_text_the_nll_is_over():
+    """Carlini et al. 2021: nll / zlib size of the *same* text; the NLL is over the answer only."""
+    from obliviate.data.task import QAItem
+    from obliviate.evaluate import EvalConfig, set_metrics
+
+    items = [QAItem(question="Where was Ada Kowalski born, and in which year did she move?", answer="In Tarnow."),
+             QAItem(question=None, answer="A raw text, all of it scored.")]
+    logp = [np.array([-1.0, -2.0]), np.array([-0.5, -0.5, -2.0])]
+    probe = {"nll_avg": np.array([1.5, 1.0]), "token_logp": logp, "correct": [np.array([1, 0])] * 2,
+             "mu": [np.zeros(2), np.zeros(3)], "sigma": [np.ones(2), np.ones(3)]}
+    got = set_metrics(items, probe, EvalConfig())["mia_zlib"]
+    expected = [1.5 / len(zlib.compress(b"In Tarnow.")), 1.0 / len(zlib.compress(b"A raw text, all of it scored."))]
+    np.testing.assert_allclose(got, expected)
