@@ -83,13 +83,14 @@ def _has_results(out: Path) -> bool:
 
 
 def check_out(out: Path) -> None:
-    """Errors that need no model: `--out` is a file, or sits where nothing can be created."""
+    """`out` can become a run directory: not a file, and creatable and writable (checked on the
+    nearest existing ancestor) — before anything is written or deleted."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: --out exists and is not a directory")
-    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise DataError(f"{out}: cannot create the run directory ({parent} is not writable)")
+        raise DataError(f"--out {out}: is a file, not a directory")
+    parent = out if out.exists() else next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"--out {out}: cannot write there ({parent or out} is not a writable directory)")
 
 
 @contextlib.contextmanager
@@ -116,7 +117,10 @@ def open_run_dir(out: Path, force: bool = False, resume: bool = False, log=print
             os.replace(out, backup)
     elif resume:
         log(f"{out}: nothing to resume; starting a new run")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"--out {out}: cannot create the run directory ({e.strerror})") from None
     fd = _acquire(out)
     ok = False
     try:
