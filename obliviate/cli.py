@@ -159,29 +159,27 @@ def unlearn_cmd(
     mixed_precision: Annotated[str, typer.Option(help="no | bf16 | fp16")] = "no",
     param: Annotated[list[str] | None, typer.Option(help="method hyper-parameter KEY=VALUE (repeatable)")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    audit: Annotated[bool, typer.Option(help="audit the target and the unlearned model (every attack)")] = False,
+    attacks: Annotated[str | None, typer.Option(help="comma-separated attacks for --audit (default: all)")] = None,
     force: Annotated[bool, typer.Option(help="overwrite an existing run directory")] = False,
 ) -> None:
-    """Unlearn a forget set from any causal LM, evaluate before/after, save the model."""
-    from obliviate.data.jsonl import load_user_task
-    from obliviate.evaluate import EvalConfig
+    """Unlearn a forget set from any causal LM, evaluate before/after, save the model (and audit it)."""
+    from obliviate.config import AuditConfig, RunConfig
     from obliviate.methods import get_method, make_params
-    from obliviate.pipeline import run_user
+    from obliviate.pipeline import prepare_run_dir, run_user
     from obliviate.unlearn import UnlearnConfig
 
     try:
         make_params(get_method(method), _parse_params(param))
-        task = load_user_task(forget, retain, holdout)
         ucfg = UnlearnConfig(method=method, params=_parse_params(param), lr=lr, epochs=epochs,
                              max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
                              mixed_precision=mixed_precision, seed=seed)
-        from obliviate.pipeline import prepare_run_dir
-
+        cfg = RunConfig(benchmark="user", seed=seed, methods=[method], unlearn=ucfg,
+                        audit=AuditConfig(enabled=audit, attacks=_split(attacks)))
         prepare_run_dir(out, force)
         _setup_threads()
-        sources = {"forget": str(forget.resolve()), "retain": str(retain.resolve()),
-                   "holdout": str(holdout.resolve()) if holdout else None}
-        results = run_user(model, task, ucfg, EvalConfig(), out, oracle, log=lambda m: console.print(f"[dim]{m}[/]"),
-                           command=_command_line(), sources=sources)
+        results = run_user(model, forget, retain, holdout, cfg, out, oracle,
+                           log=lambda m: console.print(f"[dim]{m}[/]"), command=_command_line())
     except (DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
     except KeyboardInterrupt:
@@ -189,6 +187,7 @@ def unlearn_cmd(
     from obliviate.report.tables import print_table
 
     print_table(results, out_console)
+    _print_audit(results)
 
 
 prepare_app = typer.Typer(no_args_is_help=True, help="Train (and cache) tiny target and oracle models for a benchmark.")

@@ -36,6 +36,9 @@ class AttackContext:
     seed: int = 0
     model_dir: Path | None = None  # where the attacked model lives on disk (for libraries that load from disk)
     params: dict[str, Any] = field(default_factory=dict)  # per-attack options, e.g. {"include_lm_head": True}
+    # The benchmark's relearning split (forget_eval, seed, train_fraction) -> (items to relearn on,
+    # held-out forget_eval items); None: `relearn.split_forget_by_subject`.
+    rtt_split: Callable[[list[QAItem], int, float], tuple[list[QAItem], list[QAItem]]] | None = None
 
 
 @dataclass
