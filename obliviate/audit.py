@@ -207,6 +207,7 @@ class Knowledge:
     score: ScoreFn
     prompts: bool = False
     chance: float | None = None
+    retain_score: ScoreFn | None = None  # when the retain probes are scored differently (MUSE's few-shot examples)
 
     def select(self, units: list[QAItem] | None) -> list[int]:
         """Indices of the forget probes tied to `units` (None: all of them)."""
@@ -236,7 +237,8 @@ class Knowledge:
                 retain, retain_prompts = attacked.retain_items or self.retain, attacked.retain_prompts
         forget = np.asarray(self.score(attacked.model, tokenizer, [self.forget[i] for i in index], forget_prompts),
                             dtype=np.float64)
-        kept = (np.asarray(self.score(attacked.model, tokenizer, retain, retain_prompts), dtype=np.float64)
+        kept = (np.asarray((self.retain_score or self.score)(attacked.model, tokenizer, retain, retain_prompts),
+                           dtype=np.float64)
                 if retain else np.zeros(0))
         return index, forget, kept
 
@@ -318,7 +320,10 @@ def audit_benchmark(models: dict[str, tuple[Any, Any, Path | None]], task: Forge
         table = score_audit(task, b, att)
         if stand_in:
             table.pop("oracle")
-        verdicts = {n: verdict(table[n], _mean(b[n]), _mean(b["target"]))
+        # a K the target does not have (a tiny model asked questions it never saw) cannot be forgotten
+        nothing = (f"nothing to forget: the target's K is {_mean(b['target']):.3f}"
+                   if not _mean(b["target"]) > EPS else None)
+        verdicts = {n: nothing or verdict(table[n], _mean(b[n]), _mean(b["target"]))
                     for n in models if n not in ("target", "oracle")}
         measures[k] = {"label": K.label, "models": table, "verdicts": verdicts,
                        "baseline": {n: {"forget_acc": _mean(p), "retain_acc": p.retain_acc}

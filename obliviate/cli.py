@@ -303,10 +303,15 @@ def bench_tofu_cmd(
 def bench_muse_cmd(
     data: Annotated[Path, typer.Option(help="MUSE-News files (raw/, verbmem/, knowmem/, privleak/)")],
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/muse"),
-    articles: Annotated[int | None, typer.Option(help="keep the first N forget articles (tiny models on a CPU)")] = None,
+    articles: Annotated[int | None, typer.Option(
+        help="keep the first N forget articles (default: 9 for the tiny models, all for --model; 0: all)")] = None,
+    probed: Annotated[bool, typer.Option(
+        help="keep only the articles that hold a VerbMem probe (more probes for a reduced run)")] = False,
     model: ModelOpt = None,
     oracle: OracleOpt = None,
     methods: MethodsOpt = None,
+    attacks: AttacksOpt = None,
+    audit: AuditOpt = True,
     config: ConfigOpt = None,
     seed: SeedOpt = 0,
     no_cache: NoCacheOpt = False,
@@ -316,8 +321,10 @@ def bench_muse_cmd(
     from obliviate.benchmarks import muse
 
     _bench(out, force, config, seed, methods, muse.DEFAULT_METHODS,
-           lambda cfg, log, command: muse.run(out, cfg, data, articles, model, oracle, log, command),
-           no_cache=no_cache, model=model, oracle=oracle)
+           lambda cfg, log, command: muse.run(
+        out, cfg, data, articles if articles is not None else (None if model else muse.DEFAULT_ARTICLES), model,
+        oracle, log, command, probed),
+           attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle)
 
 
 @bench_app.command("semeval")
@@ -328,6 +335,8 @@ def bench_semeval_cmd(
     oracle: OracleOpt = None,
     mmlu: Annotated[float | None, typer.Option(help="the model's MMLU accuracy, for the final score")] = None,
     methods: MethodsOpt = None,
+    attacks: AttacksOpt = None,
+    audit: AuditOpt = True,
     config: ConfigOpt = None,
     seed: SeedOpt = 0,
     no_cache: NoCacheOpt = False,
@@ -338,7 +347,7 @@ def bench_semeval_cmd(
 
     _bench(out, force, config, seed, methods, semeval.DEFAULT_METHODS,
            lambda cfg, log, command: semeval.run(out, cfg, data, model, oracle, mmlu, log, command),
-           no_cache=no_cache, model=model, oracle=oracle)
+           attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle)
 
 
 @bench_app.command("tdec")

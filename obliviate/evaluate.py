@@ -275,3 +275,18 @@ def evaluate_with_reference(res: EvalResult, oracle: EvalResult) -> EvalResult:
     res.metrics["privleak"] = M.privleak(res.metrics.get("mia_min_k_auc", float("nan")),
                                          oracle.metrics.get("mia_min_k_auc", float("nan")))
     return res
+
+
+def text_nll(model, tokenizer, texts: list[str], max_length: int | None, batch_size: int = 16) -> np.ndarray:
+    """Mean token NLL of each text after BOS (right-truncated to `max_length` tokens in all)."""
+    bos = list(tokenizer("", add_special_tokens=True)["input_ids"])
+    encoded = []
+    for t in texts:
+        ids = list(tokenizer(t, add_special_tokens=False)["input_ids"])
+        prompt, rest = (bos, ids) if bos else (ids[:1], ids[1:])
+        if max_length is not None:
+            rest = rest[: max(1, max_length - len(prompt))]
+        encoded.append(Encoded(prompt_ids=prompt, answer_ids=rest))
+    model.eval()
+    scored = score_sequences(model, encoded, pad_id_of(tokenizer), batch_size)
+    return np.array([-float(r["logp"].mean()) if len(r["logp"]) else float("nan") for r in scored])
