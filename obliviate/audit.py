@@ -207,6 +207,7 @@ class Knowledge:
     score: ScoreFn
     prompts: bool = False
     chance: float | None = None
+    by_subject: bool = True  # False: probes are tied to units only by being one (all share one subject)
     retain_score: ScoreFn | None = None  # when the retain probes are scored differently (MUSE's few-shot examples)
 
     def select(self, units: list[QAItem] | None) -> list[int]:
@@ -216,7 +217,7 @@ class Knowledge:
         unit_set = set(units)
         subjects = {u.subject for u in units if u.subject is not None}
         return [i for i, p in enumerate(self.forget)
-                if p in unit_set or (p.subject is not None and p.subject in subjects)]
+                if p in unit_set or (self.by_subject and p.subject is not None and p.subject in subjects)]
 
     def __call__(self, model, tokenizer, attacked: Attacked | None = None
                  ) -> tuple[list[int], np.ndarray, np.ndarray]:
@@ -331,6 +332,9 @@ def audit_benchmark(models: dict[str, tuple[Any, Any, Path | None]], task: Forge
         if stand_in:
             measures[k]["oracle_stand_in"] = (f"no oracle model: chance K = {K.chance:g} stands in for K(O) "
                                               "and K(A(O))")
+        elif "oracle" not in models:
+            measures[k]["oracle_stand_in"] = ("no oracle model: recovered_vs_oracle is NaN, and recovered_net "
+                                              "cannot discount what the attack would teach any model")
     target_model = models["target"][0]
     diagnostics = {name: {"changed_int4_codes": quantized_change_fraction(target_model, model, bits=4),
                           "changed_int8_codes": quantized_change_fraction(target_model, model, bits=8),

@@ -104,8 +104,13 @@ def _print_audit(results: dict[str, Any]) -> None:
         return
     from obliviate.report.tables import print_audit
 
-    audit = {**results["audit"], "models": {n: e["audit"] for n, e in results["models"].items() if "audit" in e}}
-    print_audit(audit, out_console)
+    audit = results["audit"]
+    measures = audit.get("measures") or {audit.get("knowledge"): {
+        "models": {n: e["audit"] for n, e in results["models"].items() if "audit" in e},
+        "verdicts": audit.get("verdicts", {}), "label": audit.get("knowledge_label")}}
+    for k, m in measures.items():  # one table per knowledge measure K of the benchmark
+        print_audit({**audit, "knowledge": k, "knowledge_label": m.get("label") or k, "models": m["models"],
+                     "verdicts": m["verdicts"]}, out_console)
 
 
 @app.command("audit")
@@ -388,6 +393,8 @@ def bench_wmdp_cmd(
     forget_corpus: Annotated[Path | None, typer.Option(help="forget text ({text} JSON Lines/JSON/CSV): unlearn")] = None,
     retain_corpus: Annotated[Path | None, typer.Option(help="retain text, same formats")] = None,
     methods: MethodsOpt = None,
+    attacks: AttacksOpt = None,
+    audit: AuditOpt = True,
     config: ConfigOpt = None,
     seed: SeedOpt = 0,
     force: ForceOpt = False,
@@ -398,7 +405,7 @@ def bench_wmdp_cmd(
     _bench(out, force, config, seed, methods, wmdp.DEFAULT_METHODS,
            lambda cfg, log, command: wmdp.run(
         out, cfg, data, model, tuple(_split(subsets) or ()), limit, forget_corpus, retain_corpus, baseline, log,
-        command))
+        command), attacks=attacks, audit=audit)
 
 
 @bench_app.command("rwku")
@@ -408,7 +415,11 @@ def bench_rwku_cmd(
     subject: Annotated[list[str], typer.Option(help="a person to forget (repeatable; names may hold commas)")],
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/rwku"),
     chat: Annotated[bool, typer.Option(help="prompt through the tokenizer's chat template")] = False,
+    strict: Annotated[bool, typer.Option(help="an off-pattern record (a level-1 probe without ___) is an error, "
+                                               "not a counted warning")] = False,
     methods: MethodsOpt = None,
+    attacks: AttacksOpt = None,
+    audit: AuditOpt = True,
     config: ConfigOpt = None,
     seed: SeedOpt = 0,
     force: ForceOpt = False,
@@ -417,7 +428,8 @@ def bench_rwku_cmd(
     from obliviate.benchmarks import rwku
 
     _bench(out, force, config, seed, methods, rwku.DEFAULT_METHODS,
-           lambda cfg, log, command: rwku.run(out, cfg, data, model, subject, log, command, chat))
+           lambda cfg, log, command: rwku.run(out, cfg, data, model, subject, log, command, chat, strict),
+           attacks=attacks, audit=audit)
 
 
 class Benchmark(StrEnum):

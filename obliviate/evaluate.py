@@ -290,3 +290,13 @@ def text_nll(model, tokenizer, texts: list[str], max_length: int | None, batch_s
     model.eval()
     scored = score_sequences(model, encoded, pad_id_of(tokenizer), batch_size)
     return np.array([-float(r["logp"].mean()) if len(r["logp"]) else float("nan") for r in scored])
+
+
+def corpus_nll(model, tokenizer, items: list[QAItem], cfg: EvalConfig, max_items: int = 200) -> np.ndarray:
+    """Per-item mean token NLL of texts (or QA answers), teacher-forced, on the first `max_items` items
+    (a training corpus's measure in WMDP and RWKU)."""
+    items = items[:max_items]
+    if not items:
+        return np.zeros(0)
+    probe = probe_set(model, tokenizer, items, cfg, generate_text=False, perturbed=False)
+    return np.asarray(probe["nll_avg"], dtype=np.float64)

@@ -260,6 +260,8 @@ def run_benchmark(bench, cfg: RunConfig, out: Path, log=print, command: str = ""
 
     def save(status: str = "running") -> None:
         results["status"] = status
+        if bench.summary and "target" in results["models"]:
+            results.update(bench.summary(results))
         write_results(out / "results.json", results)
 
     def finish(status: str) -> None:
@@ -309,7 +311,7 @@ def run_benchmark(bench, cfg: RunConfig, out: Path, log=print, command: str = ""
                                           stop_when=stop)
             metrics, per_item, model_rows = bench.evaluate(model, tokenizer, method, oracle_eval)
             if bench.after_unlearn:
-                bench.after_unlearn(metrics, ulog, ucfg)
+                bench.after_unlearn(metrics, ulog, ucfg, target_metrics)
                 info["message"] = ulog.message
             log(f"{method}: {ulog.status}, {ulog.steps} steps in {ulog.seconds:.1f} s"
                 + (f" ({ulog.message})" if ulog.message else ""))

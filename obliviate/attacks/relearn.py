@@ -171,7 +171,7 @@ def relearn_benign(model, ctx: AttackContext) -> Attacked:
     forget_keys = {(it.question, it.answer) for it in ctx.task.forget + ctx.task.forget_eval}
     pool = [it for it in ctx.task.retain if (it.question, it.answer) not in forget_keys]
     if not pool:
-        raise ValueError("relearn_benign: the task has no retain items to train on")
+        raise AttackUnavailable("relearn_benign: the task has no retain items to train on")
     train = random.Random(ctx.seed).sample(pool, min(p.n_items, len(pool)))
     attacked = copy.deepcopy(model)
     finetune(attacked, ctx.tokenizer, train, p.epochs, p.lr, ctx.seed, p.batch_size, p.weight_decay)

@@ -59,9 +59,11 @@ class Benchmark:
     extra: dict[str, Any] = field(default_factory=dict)  # more top-level results.json keys
     fingerprint: Any = None  # what `evaluate` depends on besides the weights (the eval cache key)
     options: dict[str, Any] = field(default_factory=dict)  # declare(cfg, **options) rebuilds it
-    # TDEC: a stopping rule per method from the target's metrics; a hook on the metrics after unlearning
+    # TDEC: a stopping rule per method from the target's metrics; a hook on a method's metrics and
+    # log after unlearning (with the target's metrics); top-level keys derived from the results
     stop_when: Callable[[UnlearnConfig, dict[str, float]], Callable | None] | None = None
-    after_unlearn: Callable[[dict[str, float], Any, UnlearnConfig], None] | None = None
+    after_unlearn: Callable[[dict[str, float], Any, UnlearnConfig, dict[str, float]], None] | None = None
+    summary: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 def declare(key: str, cfg, log=print, **options: Any) -> Benchmark:
@@ -95,6 +97,12 @@ def with_method_defaults(cfg, defaults: dict[str, dict[str, Any]]):
             entry["params"] = params
         merged[method] = entry
     return cfg.model_copy(update={"method_overrides": merged})
+
+
+def method_config(cfg, method: str, defaults: dict[str, dict[str, Any]]) -> UnlearnConfig:
+    """The unlearning settings of `method` on a benchmark with its own per-method `defaults`
+    (the user's `unlearn:` fields and `method_overrides` win)."""
+    return with_method_defaults(cfg, defaults).unlearn_config(method, tiny=False)
 
 
 def split_items(items: list[QAItem], seed: int, train_fraction: float = 0.5,
