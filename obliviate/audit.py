@@ -225,7 +225,7 @@ class Knowledge:
         attacked = attacked or Attacked(model=model)
         index = self.select(attacked.forget_items)
         if not index:
-            raise AttackUnavailable(f"no {self.label} probe is tied to the items this attack probes")
+            raise AttackUnavailable(f"no K probe ({self.label}) is tied to the items this attack probes")
         forget_prompts = retain_prompts = None
         retain = self.retain
         if attacked.forget_prompts is not None:

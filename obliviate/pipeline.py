@@ -385,6 +385,24 @@ def summarise(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     return {name: {k: float(np.round(v, 4)) for k, v in e["metrics"].items()} for name, e in results["models"].items()}
 
 
+def qa_cached(model: str | Path, task: ForgetTask, cfg: EvalConfig, name: str, oracle_eval,
+              use_cache: bool = True):
+    """The QA suite's (metrics, per_item, rows) of an immutable model, through the shared cache."""
+    def compute():
+        m, tok = load_model(model)
+        return qa_evaluate(task, cfg)(m, tok, name, oracle_eval)
+    return cached_eval("qa-eval", model, [task.fingerprint(), cfg, name, oracle_eval and oracle_eval[0]], use_cache,
+                       compute)
+
+
+def evaluate_cached(model_dir: Path, task: ForgetTask, cfg: EvalConfig, oracle: EvalResult | None,
+                    use_cache: bool = True) -> EvalResult:
+    """`qa_cached` as an `EvalResult` (scripts): the oracle's own evaluation when `oracle` is None."""
+    metrics, per_item, _ = qa_cached(model_dir, task, cfg, "oracle" if oracle is None else "target",
+                                     None if oracle is None else (oracle.metrics, oracle.per_item, []), use_cache)
+    return EvalResult(metrics, per_item)
+
+
 def evaluate_models(task: ForgetTask, model: str, oracle: str | None, out: Path | None, force: bool = False,
                     cfg: EvalConfig | None = None, command: str = "", log=print) -> dict[str, Any]:
     """`obliviate eval --benchmark ...`: evaluate a model (and its oracle) on a task, no unlearning."""
@@ -393,17 +411,8 @@ def evaluate_models(task: ForgetTask, model: str, oracle: str | None, out: Path 
         prepare_run_dir(out, force)
     results: dict[str, Any] = {"benchmark": task.name, "seed": None, "config": {"eval": cfg.model_dump()},
                                "provenance": provenance(), "status": "done", "models": {}}
-    suite = qa_evaluate(task, cfg)
-
-    def run(name: str, path: str, oracle_eval):
-        def compute():
-            m, tok = load_model(path)
-            return suite(m, tok, name, oracle_eval)
-        return cached_eval("qa-eval", path, [task.fingerprint(), cfg, name, oracle_eval and oracle_eval[0]], True,
-                           compute)
-
-    oracle_eval = run("oracle", oracle, None) if oracle else None
-    metrics, per_item, rows = run("model", model, oracle_eval)
+    oracle_eval = qa_cached(oracle, task, cfg, "oracle", None) if oracle else None
+    metrics, per_item, rows = qa_cached(model, task, cfg, "model", oracle_eval)
     results["models"]["model"] = {"metrics": metrics, "per_item": per_item, "path": model}
     if oracle_eval is not None:
         results["models"]["oracle"] = {"metrics": oracle_eval[0], "per_item": oracle_eval[1], "path": oracle}
