@@ -226,6 +226,12 @@ def _release() -> None:
         torch.cuda.empty_cache()
 
 
+def _absolute(options: dict[str, Any]) -> dict[str, Any]:
+    """Options naming local files or directories, made absolute: `obliviate audit RUN_DIR` may run elsewhere."""
+    return {k: str(Path(v).resolve()) if isinstance(v, str) and v and Path(v).exists() else v
+            for k, v in options.items()}
+
+
 def run_benchmark(bench, cfg: RunConfig, out: Path, log=print, command: str = "") -> dict[str, Any]:
     """The one run loop of every benchmark (`obliviate.benchmarks.spec.Benchmark`): write the
     config and provenance; evaluate the oracle and the target (cached for immutable local models)
@@ -250,7 +256,7 @@ def run_benchmark(bench, cfg: RunConfig, out: Path, log=print, command: str = ""
     (out / "provenance.json").write_text(json.dumps(prov, indent=1))
     results: dict[str, Any] = {"benchmark": bench.name, "seed": cfg.seed, "config": cfg.model_dump(mode="json"),
                                "provenance": prov, "status": "running",
-                               "rebuild": {"benchmark": bench.key, "options": bench.options}, "models": {}}
+                               "rebuild": {"benchmark": bench.key, "options": _absolute(bench.options)}, "models": {}}
     if bench.columns:
         results["columns"] = bench.columns
     if bench.sources:
