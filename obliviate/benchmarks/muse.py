@@ -87,6 +87,9 @@ MUSE_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "npo_kl": {"lr": 5e-4, "epochs": 2, "batch_size": 8, "retain_batch_size": 8},
 }
 PRIVLEAK_MIN_MEMBERS = 5
+# The audit's retain control (KnowMem on retain questions, under every attack on every model):
+# the first questions only, as each attack costs one generation pass over them.
+AUDIT_RETAIN = 25
 # The tiny models' default reduction (a CPU run): the first articles only; `articles=None` keeps all.
 DEFAULT_ARTICLES = 9
 REAL_CONTEXT = 2048  # MUSE's Llama-2 context; the forget windows for real models
@@ -224,7 +227,7 @@ def declare(cfg: RunConfig, log=print, data: str = "", articles: int | None = DE
         return run_knowmem(m, tok, items, icl, batch_size=bs, max_length=limit_of(m))
 
     knowledge = {
-        "knowmem": Knowledge("KnowMem (ROUGE-L F1 of the few-shot answer)", know_f_probes, know_r,
+        "knowmem": Knowledge("KnowMem (ROUGE-L F1 of the few-shot answer)", know_f_probes, know_r[:AUDIT_RETAIN],
                              lambda m, tok, items, _: knowmem_run(m, tok, items, probes["icl_forget"]).scores,
                              retain_score=lambda m, tok, items, _: knowmem_run(m, tok, items,
                                                                               probes["icl_retain"]).scores),
