@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,11 +120,13 @@ def attack_error(e: BaseException) -> str:
 
 def run_attacks(model, tokenizer, task: ForgetTask, attacks: list[str], cfg: EvalConfig, seed: int = 0,
                 model_dir: Path | None = None, params: dict[str, dict] | None = None,
-                desc: str = "auditing") -> dict[str, Probe | str]:
+                desc: str = "auditing", probe_fn=None, rtt_split=None) -> dict[str, Probe | str]:
     """Each attack on one model: a `Probe`, or the reason it has none: "unavailable: ..." (the
     attack cannot run here) or "error: <type>: <first line>" (it raised; the audit goes on with
     the other attacks, and `--strict` turns any error into a non-zero exit at the end). A bad
-    option (`DataError`) and Ctrl-C still stop the audit: they are the user's to fix."""
+    option (`DataError`) and Ctrl-C still stop the audit: they are the user's to fix.
+    `probe_fn` (default `probe`) measures the attacked model with the benchmark's knowledge
+    measure; `rtt_split` is the benchmark's relearning split."""
     out: dict[str, Probe | str] = {}
     with progress() as bar:
         t = bar.add_task(desc, total=len(attacks))
@@ -131,11 +134,11 @@ def run_attacks(model, tokenizer, task: ForgetTask, attacks: list[str], cfg: Eva
             attack = get_attack(name)
             ctx = AttackContext(tokenizer=tokenizer, task=task, seed=seed, model_dir=model_dir,
                                 params=dict((params or {}).get(name, {})), prompt=cfg.prompt,
-                                knowledge=cfg.knowledge)
+                                knowledge=cfg.knowledge, rtt_split=rtt_split)
             t0 = time.perf_counter()
             try:
                 attacked = attack.run(model, ctx)
-                result = probe(model, tokenizer, task, attacked, cfg)
+                result = (probe_fn or probe)(model, tokenizer, task, attacked, cfg)
             except AttackUnavailable as e:
                 out[name] = f"unavailable: {e}"
             except DataError:
@@ -203,35 +206,170 @@ def audit_models(models: dict[str, tuple[Any, Any, Path | None]], task: ForgetTa
                  cfg: EvalConfig | None = None, seed: int = 0, params: dict[str, dict] | None = None,
                  log=print) -> dict[str, Any]:
     """Audit every model in `models` ({name: (model, tokenizer, dir)}; must hold "target", and
-    "oracle" when one exists): every attack on every model, scores, verdicts, weight diagnostics."""
+    "oracle" when one exists) with the question-answering K of `cfg.knowledge` (`qa_knowledge`)."""
+    cfg = cfg or EvalConfig()
+    return audit_benchmark(models, task, {cfg.knowledge: qa_knowledge(task, cfg)}, attacks, seed, params, log=log)
+
+
+# --- knowledge measures: each benchmark's K ---------------------------------------------------
+
+ScoreFn = Callable[[Any, Any, list[QAItem], list[list[int]] | None], np.ndarray]
+
+
+@dataclass
+class Knowledge:
+    """One knowledge measure K of the audit (SPEC section 4), declared by a benchmark.
+
+    `forget` / `retain`: its probes. Every forget probe is tied to the audit's units (the task's
+    `forget_eval`, which attacks split and return) by being one of them or by sharing its
+    `subject`, so an attack that returns only some units (`rtt`: the held-out half) is scored on
+    the probes tied to those. `score(model, tokenizer, items, prompts)` gives per-item K and is
+    the function the benchmark's metric suite uses (same numbers). `prompts`: the probes are the
+    units asked as questions, so probe attacks' prompts apply. `chance`: K of a model that knows
+    nothing, standing in for the oracle when a benchmark has none (WMDP: 0.25).
+    """
+
+    label: str
+    forget: list[QAItem]
+    retain: list[QAItem]
+    score: ScoreFn
+    prompts: bool = False
+    chance: float | None = None
+    by_subject: bool = True  # False: probes are tied to units only by being one (all share one subject)
+    retain_score: ScoreFn | None = None  # when the retain probes are scored differently (MUSE's few-shot examples)
+
+    def select(self, units: list[QAItem] | None) -> list[int]:
+        """Indices of the forget probes tied to `units` (None: all of them)."""
+        if units is None:
+            return list(range(len(self.forget)))
+        unit_set = set(units)
+        subjects = {u.subject for u in units if u.subject is not None}
+        return [i for i, p in enumerate(self.forget)
+                if p in unit_set or (self.by_subject and p.subject is not None and p.subject in subjects)]
+
+    def __call__(self, model, tokenizer, attacked: Attacked | None = None
+                 ) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """The KnowledgeFn: (indices of the forget probes measured, their K, K of the retain probes)."""
+        attacked = attacked or Attacked(model=model)
+        index = self.select(attacked.forget_items)
+        if not index:
+            raise AttackUnavailable(f"no K probe ({self.label}) is tied to the items this attack probes")
+        forget_prompts = retain_prompts = None
+        retain = self.retain
+        if attacked.forget_prompts is not None:
+            if not self.prompts:
+                raise AttackUnavailable(f"this attack only changes question prompts; K = {self.label} is "
+                                        "not measured on them")
+            pos = {it: i for i, it in enumerate(attacked.forget_items or [])}
+            forget_prompts = [attacked.forget_prompts[pos[self.forget[i]]] for i in index]
+            if attacked.retain_prompts is not None:
+                retain, retain_prompts = attacked.retain_items or self.retain, attacked.retain_prompts
+        forget = np.asarray(self.score(attacked.model, tokenizer, [self.forget[i] for i in index], forget_prompts),
+                            dtype=np.float64)
+        kept = (np.asarray((self.retain_score or self.score)(attacked.model, tokenizer, retain, retain_prompts),
+                           dtype=np.float64)
+                if retain else np.zeros(0))
+        return index, forget, kept
+
+
+def qa_knowledge(task: ForgetTask, cfg: EvalConfig) -> Knowledge:
+    """The question-answering K (world, TOFU, user files): greedy answer accuracy, or ROUGE-L
+    recall of the greedy answer (`cfg.knowledge == "rouge"`), on forget_eval / retain_eval."""
+    label = "ROUGE-L recall of the greedy answer" if cfg.knowledge == "rouge" else "greedy answer accuracy"
+    return Knowledge(label, task.forget_eval, task.retain_eval,
+                     lambda model, tok, items, prompts: _correct(model, tok, items, prompts, cfg), prompts=True)
+
+
+class _Probes(dict):
+    """{measure: Probe or the reason it is n/a} of one attacked model (run_attacks sets `seconds`)."""
+
+    seconds: float = 0.0
+
+
+def _probe_all(knowledge: dict[str, Knowledge], tokenizer, attacked: Attacked | None, model=None) -> _Probes:
+    out = _Probes()
+    for name, k in knowledge.items():
+        try:
+            index, forget, retain = k(model, tokenizer, attacked)
+        except AttackUnavailable as e:
+            out[name] = f"n/a: {e}"
+            continue
+        out[name] = Probe(index, forget, float(retain.mean()) if len(retain) else float("nan"),
+                          dict(attacked.info) if attacked else {})
+    return out
+
+
+def _mean(p: Probe) -> float:
+    return float(p.forget_correct.mean()) if len(p.forget_correct) else float("nan")
+
+
+def audit_benchmark(models: dict[str, tuple[Any, Any, Path | None]], task: ForgetTask,
+                    knowledge: dict[str, Knowledge], attacks: list[str] | None = None, seed: int = 0,
+                    params: dict[str, dict] | None = None, rtt_split=None, log=print,
+                    eval_cfg: EvalConfig | None = None) -> dict[str, Any]:
+    """Every attack on every model, scored with each of the benchmark's K measures (the first is
+    primary: its table stays at the top level of the result, where reports read it; every measure
+    has its own under `measures`). Each attack runs once per model; all measures read the same
+    attacked model. Without an oracle, a measure's `chance` stands in for K(O) and K(A(O))."""
     from obliviate.attacks.quantize import quantized_change_fraction, relative_weight_change
 
-    cfg = cfg or EvalConfig()
     attacks = attacks or default_attacks()
     if "target" not in models:
         raise ValueError("the audit needs the 'target' model (before unlearning) as a control")
-    base: dict[str, Probe] = {}
-    attacked: dict[str, dict[str, Probe | str]] = {}
-    for name, (model, tok, mdir) in models.items():
-        base[name] = probe(model, tok, task, None, cfg)
-        attacked[name] = run_attacks(model, tok, task, attacks, cfg, seed, mdir, params, desc=f"auditing {name}")
-        log(f"audited {name}: " + ", ".join(
-            f"{a} {r.forget_correct.mean():.2f}" if isinstance(r, Probe) else f"{a} n/a"
-            for a, r in attacked[name].items()))
-    table = score_audit(task, base, attacked)
-    target_model = models["target"][0]
-    verdicts, diagnostics = {}, {}
-    for name, (model, _, _) in models.items():
-        diagnostics[name] = {
-            "changed_int4_codes": quantized_change_fraction(target_model, model, bits=4),
-            "changed_int8_codes": quantized_change_fraction(target_model, model, bits=8),
-            "relative_weight_change": relative_weight_change(target_model, model),
-        }
-        if name not in ("target", "oracle"):
-            verdicts[name] = verdict(table[name], float(base[name].forget_correct.mean()),
-                                     float(base["target"].forget_correct.mean()))
-    return {"attacks": attacks, "knowledge": cfg.knowledge, "models": table, "verdicts": verdicts,
-            "diagnostics": diagnostics,
-            "baseline": {n: {"forget_acc": float(p.forget_correct.mean()), "retain_acc": p.retain_acc}
-                         for n, p in base.items()}}
+    base: dict[str, dict[str, Probe]] = {k: {} for k in knowledge}
+    attacked: dict[str, dict[str, dict[str, Probe | str]]] = {k: {} for k in knowledge}
 
+    def probe_fn(model, tok, _task, att, _cfg):
+        return _probe_all(knowledge, tok, att)
+
+    for name, (model, tok, mdir) in models.items():
+        for k, probe_ in _probe_all(knowledge, tok, None, model).items():
+            if isinstance(probe_, str):
+                raise ValueError(f"{name}: K = {k} cannot be measured: {probe_}")
+            base[k][name] = probe_
+        per_attack = run_attacks(model, tok, task, attacks, eval_cfg or EvalConfig(), seed, mdir, params,
+                                 desc=f"auditing {name}", probe_fn=probe_fn, rtt_split=rtt_split)
+        for k in knowledge:
+            attacked[k][name] = {}
+            for a, res in per_attack.items():
+                one = res if isinstance(res, str) else res[k]
+                if isinstance(one, Probe):
+                    one.seconds = res.seconds
+                attacked[k][name][a] = one
+        first = next(iter(knowledge))
+        log(f"audited {name}: " + ", ".join(
+            f"{a} {_mean(r):.2f}" if isinstance(r, Probe) else f"{a} n/a" for a, r in attacked[first][name].items()))
+    measures: dict[str, dict[str, Any]] = {}
+    for k, K in knowledge.items():
+        b, att = base[k], attacked[k]
+        stand_in = "oracle" not in models and K.chance is not None
+        if stand_in:  # a model that knows nothing scores chance, attacked or not
+            n = len(K.forget)
+            b = {**b, "oracle": Probe(list(range(n)), np.full(n, K.chance), float("nan"), {})}
+            att = {**att, "oracle": {a: b["oracle"] for a in attacks}}
+        table = score_audit(task, b, att)
+        if stand_in:
+            table.pop("oracle")
+        # a K the target does not have (a tiny model asked questions it never saw) cannot be forgotten
+        nothing = (f"nothing to forget: the target's K is {_mean(b['target']):.3f}"
+                   if not _mean(b["target"]) > EPS else None)
+        verdicts = {n: nothing or verdict(table[n], _mean(b[n]), _mean(b["target"]))
+                    for n in models if n not in ("target", "oracle")}
+        measures[k] = {"label": K.label, "models": table, "verdicts": verdicts,
+                       "baseline": {n: {"forget_acc": _mean(p), "retain_acc": p.retain_acc}
+                                    for n, p in base[k].items()}}
+        if stand_in:
+            measures[k]["oracle_stand_in"] = (f"no oracle model: chance K = {K.chance:g} stands in for K(O) "
+                                              "and K(A(O))")
+        elif "oracle" not in models:
+            measures[k]["oracle_stand_in"] = ("no oracle model: recovered_vs_oracle is NaN, and recovered_net "
+                                              "cannot discount what the attack would teach any model")
+    target_model = models["target"][0]
+    diagnostics = {name: {"changed_int4_codes": quantized_change_fraction(target_model, model, bits=4),
+                          "changed_int8_codes": quantized_change_fraction(target_model, model, bits=8),
+                          "relative_weight_change": relative_weight_change(target_model, model)}
+                   for name, (model, _, _) in models.items()}
+    primary = next(iter(knowledge))
+    return {"attacks": attacks, "knowledge": primary, "knowledge_label": knowledge[primary].label,
+            "models": measures[primary]["models"], "verdicts": measures[primary]["verdicts"],
+            "diagnostics": diagnostics, "baseline": measures[primary]["baseline"], "measures": measures}

@@ -259,8 +259,13 @@ def _print_audit(results: dict[str, Any]) -> None:
         return
     from obliviate.report.tables import print_audit
 
-    audit = {**results["audit"], "models": {n: e["audit"] for n, e in results["models"].items() if "audit" in e}}
-    print_audit(audit, out_console)
+    audit = results["audit"]
+    measures = audit.get("measures") or {audit.get("knowledge"): {
+        "models": {n: e["audit"] for n, e in results["models"].items() if "audit" in e},
+        "verdicts": audit.get("verdicts", {}), "label": audit.get("knowledge_label")}}
+    for k, m in measures.items():  # one table per knowledge measure K of the benchmark
+        print_audit({**audit, "knowledge": k, "knowledge_label": m.get("label") or k, "models": m["models"],
+                     "verdicts": m["verdicts"]}, out_console)
 
 
 @app.command("audit")
@@ -329,14 +334,18 @@ def unlearn_cmd(
     seed: Annotated[int, typer.Option()] = 0,
     config: Annotated[Path | None, typer.Option(help="YAML/JSON run file (seed, unlearn, eval, method_overrides, "
                                                      "prompt)")] = None,
+    audit: Annotated[bool, typer.Option(help="audit the target and the unlearned model (every attack)")] = False,
+    attacks: Annotated[str | None, typer.Option(help="comma-separated attacks for --audit (default: all)")] = None,
     force: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
     resume: ResumeOpt = False,
     checkpoint_every: Annotated[int, typer.Option(help="optimizer steps between resumable checkpoints (0: none)")] = 50,
     prompt_template: PromptTemplateOpt = None,
     answer_prefix: AnswerPrefixOpt = None,
     chat: ChatOpt = False,
+    strict: StrictOpt = False,
 ) -> None:
-    """Unlearn a forget set from any causal LM, evaluate before/after, save the model."""
+    """Unlearn a forget set from any causal LM, evaluate before/after, save the model (and audit it)."""
+    from obliviate.config import AuditConfig, RunConfig
     from obliviate.data.jsonl import load_user_task
     from obliviate.pipeline import run_user
 
@@ -345,20 +354,22 @@ def unlearn_cmd(
                    "grad_accum": grad_accum, "mixed_precision": mixed_precision, "checkpoint_every": checkpoint_every}
         ucfg, ecfg = _unlearn_settings(ctx, config, method, _parse_params(param), options, seed,
                                        _prompt_fields(prompt_template, answer_prefix, chat))
-        task = load_user_task(forget, retain, holdout)
+        load_user_task(forget, retain, holdout)  # bad input: one line, before any model loads
         _check_models(model, oracle)
-        sources = {"forget": str(forget.resolve()), "retain": str(retain.resolve()),
-                   "holdout": str(holdout.resolve()) if holdout else None}
+        cfg = RunConfig(benchmark="user", seed=ucfg.seed, methods=[ucfg.method], unlearn=ucfg, eval=ecfg,
+                        prompt=ucfg.prompt, audit=AuditConfig(enabled=audit, attacks=_split(attacks)))
     except (DataError, KeyError) as e:
         _fail(str(e).strip("'\""))
     results = _run_in_dir(out, force, resume, lambda: run_user(
-        model, task, ucfg, ecfg, out, oracle, log=_log, command=_command_line(), sources=sources, resume=resume))
+        model, forget, retain, holdout, cfg, out, oracle, log=_log, command=_command_line(), resume=resume))
     from obliviate.report.tables import print_table
 
     print_table(results, out_console)
     status = results["models"][ucfg.method]["unlearn"]
+    _print_audit(results)
     if status["status"] == "diverged":  # a wrecked model is not a result: say so in the exit code
         _fail(f"{ucfg.method} {status['message']}", 1)
+    _fail_if_attacks_failed(results, strict)
 
 
 def _unlearn_settings(ctx: typer.Context, config: Path | None, method: str, params: dict[str, Any],
@@ -530,21 +541,29 @@ def bench_muse_cmd(
     ctx: typer.Context,
     data: Annotated[Path, typer.Option(help="MUSE-News files (raw/, verbmem/, knowmem/, privleak/)")],
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/muse"),
-    articles: Annotated[int | None, typer.Option(help="keep the first N forget articles (tiny models on a CPU)")] = None,
+    articles: Annotated[int | None, typer.Option(
+        help="keep the first N forget articles (default: 9 for the tiny models, all for --model; 0: all)")] = None,
+    probed: Annotated[bool, typer.Option(
+        help="keep only the articles that hold a VerbMem probe (more probes for a reduced run)")] = False,
     model: ModelOpt = None,
     oracle: OracleOpt = None,
     methods: MethodsOpt = None,
+    attacks: AttacksOpt = None,
+    audit: AuditOpt = True,
     config: ConfigOpt = None,
     seed: SeedOpt = 0,
     no_cache: NoCacheOpt = False,
     force: ForceOpt = False,
+    resume: ResumeOpt = False,
 ) -> None:
     """MUSE-News: unlearn the forget articles (text), then VerbMem, KnowMem and PrivLeak against the oracle."""
     from obliviate.benchmarks import muse
 
     _bench(ctx, out, force, config, seed, methods, muse.DEFAULT_METHODS,
-           lambda cfg, o, log, command, r: muse.run(o, cfg, data, articles, model, oracle, log, command),
-           no_cache=no_cache, model=model, oracle=oracle)
+           lambda cfg, o, log, command, r: muse.run(
+        o, cfg, data, articles if articles is not None else (None if model else muse.DEFAULT_ARTICLES), model,
+        oracle, log, command, probed, resume=r),
+           attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle, resume=resume)
 
 
 @bench_app.command("semeval")
@@ -556,17 +575,20 @@ def bench_semeval_cmd(
     oracle: OracleOpt = None,
     mmlu: Annotated[float | None, typer.Option(help="the model's MMLU accuracy, for the final score")] = None,
     methods: MethodsOpt = None,
+    attacks: AttacksOpt = None,
+    audit: AuditOpt = True,
     config: ConfigOpt = None,
     seed: SeedOpt = 0,
     no_cache: NoCacheOpt = False,
     force: ForceOpt = False,
+    resume: ResumeOpt = False,
 ) -> None:
     """SemEval-2025 Task 4: unlearn, then the 12-cell task aggregate, the MIA score and the final score."""
     from obliviate.benchmarks import semeval
 
     _bench(ctx, out, force, config, seed, methods, semeval.DEFAULT_METHODS,
-           lambda cfg, o, log, command, r: semeval.run(o, cfg, data, model, oracle, mmlu, log, command),
-           no_cache=no_cache, model=model, oracle=oracle)
+           lambda cfg, o, log, command, r: semeval.run(o, cfg, data, model, oracle, mmlu, log, command, resume=r),
+           attacks=attacks, audit=audit, no_cache=no_cache, model=model, oracle=oracle, resume=resume)
 
 
 @bench_app.command("tdec")
@@ -587,6 +609,7 @@ def bench_tdec_cmd(
     no_cache: NoCacheOpt = False,
     force: ForceOpt = False,
     strict: StrictOpt = False,
+    resume: ResumeOpt = False,
 ) -> None:
     """TDEC: unlearn until MA and EL10 fall below their unseen-text values (Jang et al.); ga vs ihl vs fila."""
     from obliviate.benchmarks import tdec
@@ -594,8 +617,8 @@ def bench_tdec_cmd(
     unseen_arg: int | str | None = int(unseen) if unseen is not None and unseen.isdigit() else unseen
     _bench(ctx, out, force, config, seed, methods, tdec.DEFAULT_METHODS,
            lambda cfg, o, log, command, r: tdec.run(
-        o, cfg, data, forget_set, model, unseen_arg, limit, max_tokens=max_tokens, log=log, command=command),
-           attacks=attacks, audit=audit, no_cache=no_cache, strict=strict)
+        o, cfg, data, forget_set, model, unseen_arg, limit, max_tokens=max_tokens, log=log, command=command, resume=r),
+           attacks=attacks, audit=audit, no_cache=no_cache, strict=strict, resume=resume)
 
 
 @bench_app.command("wmdp")
@@ -610,9 +633,12 @@ def bench_wmdp_cmd(
     forget_corpus: Annotated[Path | None, typer.Option(help="forget text ({text} JSON Lines/JSON/CSV): unlearn")] = None,
     retain_corpus: Annotated[Path | None, typer.Option(help="retain text, same formats")] = None,
     methods: MethodsOpt = None,
+    attacks: AttacksOpt = None,
+    audit: AuditOpt = True,
     config: ConfigOpt = None,
     seed: SeedOpt = 0,
     force: ForceOpt = False,
+    resume: ResumeOpt = False,
 ) -> None:
     """WMDP multiple-choice accuracy (zero-shot and calibrated); with corpora, unlearn (RMU) and re-evaluate."""
     from obliviate.benchmarks import wmdp
@@ -620,7 +646,7 @@ def bench_wmdp_cmd(
     _bench(ctx, out, force, config, seed, methods, wmdp.DEFAULT_METHODS,
            lambda cfg, o, log, command, r: wmdp.run(
         o, cfg, data, model, tuple(_split(subsets) or ()), limit, forget_corpus, retain_corpus, baseline, log,
-        command))
+        command, resume=r), attacks=attacks, audit=audit, resume=resume)
 
 
 @bench_app.command("rwku")
@@ -631,16 +657,22 @@ def bench_rwku_cmd(
     subject: Annotated[list[str], typer.Option(help="a person to forget (repeatable; names may hold commas)")],
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/rwku"),
     chat: Annotated[bool, typer.Option(help="prompt through the tokenizer's chat template")] = False,
+    strict: Annotated[bool, typer.Option(help="an off-pattern record (a level-1 probe without ___) is an error, "
+                                               "not a counted warning")] = False,
     methods: MethodsOpt = None,
+    attacks: AttacksOpt = None,
+    audit: AuditOpt = True,
     config: ConfigOpt = None,
     seed: SeedOpt = 0,
     force: ForceOpt = False,
+    resume: ResumeOpt = False,
 ) -> None:
     """RWKU probes (3 forget levels, neighbours, MIA) before and after unlearning the subjects' passages."""
     from obliviate.benchmarks import rwku
 
     _bench(ctx, out, force, config, seed, methods, rwku.DEFAULT_METHODS,
-           lambda cfg, o, log, command, r: rwku.run(o, cfg, data, model, subject, log, command, chat))
+           lambda cfg, o, log, command, r: rwku.run(o, cfg, data, model, subject, log, command, chat, strict, resume=r),
+           attacks=attacks, audit=audit, resume=resume)
 
 
 class Benchmark(StrEnum):

@@ -358,3 +358,28 @@ def evaluate_with_reference(res: EvalResult, oracle: EvalResult) -> EvalResult:
     if "mia_min_k_auc" not in res.metrics:
         res.not_measured["privleak"] = "no holdout set (membership AUC needs never-seen items)"
     return res
+
+
+def text_nll(model, tokenizer, texts: list[str], max_length: int | None, batch_size: int = 16) -> np.ndarray:
+    """Mean token NLL of each text after BOS (right-truncated to `max_length` tokens in all)."""
+    bos = list(tokenizer("", add_special_tokens=True)["input_ids"])
+    encoded = []
+    for t in texts:
+        ids = list(tokenizer(t, add_special_tokens=False)["input_ids"])
+        prompt, rest = (bos, ids) if bos else (ids[:1], ids[1:])
+        if max_length is not None:
+            rest = rest[: max(1, max_length - len(prompt))]
+        encoded.append(Encoded(prompt_ids=prompt, answer_ids=rest))
+    model.eval()
+    scored = score_sequences(model, encoded, pad_id_of(tokenizer), batch_size)
+    return np.array([-float(r["logp"].mean()) if len(r["logp"]) else float("nan") for r in scored])
+
+
+def corpus_nll(model, tokenizer, items: list[QAItem], cfg: EvalConfig, max_items: int = 200) -> np.ndarray:
+    """Per-item mean token NLL of texts (or QA answers), teacher-forced, on the first `max_items` items
+    (a training corpus's measure in WMDP and RWKU)."""
+    items = items[:max_items]
+    if not items:
+        return np.zeros(0)
+    probe = probe_set(model, tokenizer, items, cfg, generate_text=False, perturbed=False)
+    return np.asarray(probe["nll_avg"], dtype=np.float64)

@@ -82,3 +82,25 @@ def trained_model(_trained_state, tiny_tokenizer):
     model = build_model(cfg, tiny_tokenizer, seed=0)
     model.load_state_dict(state)
     return model.eval()
+
+
+REDUCED = {
+    "methods": ["gd", "npo_kl"],
+    "world": {"n_people": 16, "n_attributes": 4, "forget_fraction": 0.25, "n_holdout_people": 2,
+              "n_countries": 4, "retain_eval_size": 40},
+    "model": {"vocab_size": 512, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2},
+    "train": {"max_epochs": 60, "target_acc": 0.95, "check_every": 5},
+    "audit": {"attacks": ["rtn8", "rtn4", "gptq4", "noise_int4", "rtt", "in_context", "paraphrase"]},
+}
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The demo on a reduced world, once per session (the demo's tests and the benchmark registry test)."""
+    from obliviate.config import RunConfig
+    from obliviate.pipeline import run_world
+
+    out = tmp_path_factory.mktemp("demo")
+    logs: list[str] = []
+    results = run_world(RunConfig(**REDUCED), out, log=logs.append)
+    return out, results, logs

@@ -10,23 +10,7 @@ from obliviate.config import RunConfig
 from obliviate.models.load import load_model
 from obliviate.pipeline import run_world
 from obliviate.report import load_results
-
-REDUCED = {
-    "methods": ["gd", "npo_kl"],
-    "world": {"n_people": 16, "n_attributes": 4, "forget_fraction": 0.25, "n_holdout_people": 2,
-              "n_countries": 4, "retain_eval_size": 40},
-    "model": {"vocab_size": 512, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2},
-    "train": {"max_epochs": 60, "target_acc": 0.95, "check_every": 5},
-    "audit": {"attacks": ["rtn8", "rtn4", "gptq4", "noise_int4", "rtt", "in_context", "paraphrase"]},
-}
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    logs: list[str] = []
-    results = run_world(RunConfig(**REDUCED), out, log=logs.append)
-    return out, results, logs
+from tests.conftest import REDUCED  # the reduced demo run (`demo_run`) is a session fixture there
 
 
 def test_demo_forgets_and_keeps(demo_run):

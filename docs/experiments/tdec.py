@@ -87,6 +87,18 @@ def findings(models: dict, th: dict, audit: dict | None) -> list[str]:
     return out
 
 
+def tdec_audit(results: dict) -> dict | None:
+    """{model: {attack: forget MA / EL10 under the attack and the MA `recovered` share}} from the shared
+    audit's two K measures (results.json `audit.measures`)."""
+    audit = results.get("audit")
+    if not audit:
+        return None
+    ma, el = audit["measures"]["ma"]["models"], audit["measures"]["el10"]["models"]
+    return {name: {a: r if "unavailable" in r else {
+        "forget_ma": r["forget_acc"], "forget_el10": el.get(name, {}).get(a, {}).get("forget_acc", float("nan")),
+        "recovered_ma": r["recovered"]} for a, r in rows.items()} for name, rows in ma.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "tdec")
@@ -143,9 +155,9 @@ def main() -> None:
     lines += ["", "Unlearning runs:", ""]
     lines += [f"- **{n}**: {e['unlearn']['status']}, {e['unlearn']['message']}" for n, e in models.items()
               if "unlearn" in e]
-    audit = results.get("tdec_audit")
+    audit = tdec_audit(results)
     if audit:
-        attacks = results["config"]["audit"]["attacks"]
+        attacks = results["audit"]["attacks"]
         lines += ["", "## Audit: forget MA / EL10 after weight quantization", "",
                   "(share of the MA forgetting undone, (MA(A(U)) - MA(U)) / (MA(T) - MA(U)), in brackets)", "",
                   "| model | " + " | ".join(attacks) + " |", "|---|" + "---|" * len(attacks)]

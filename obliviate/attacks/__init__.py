@@ -41,6 +41,9 @@ class AttackContext:
     # the audit's per-item knowledge measure K (EvalConfig.knowledge): attacks that choose among
     # variants (rtt's lr sweep) choose by the measure the audit will score them with
     knowledge: str = "acc"
+    # The benchmark's relearning split (forget_eval, seed, train_fraction) -> (items to relearn on,
+    # held-out forget_eval items); None: `relearn.split_forget_by_subject`.
+    rtt_split: Callable[[list[QAItem], int, float], tuple[list[QAItem], list[QAItem]]] | None = None
 
 
 @dataclass

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from obliviate.attacks import AttackContext, Attacked, register, resolve_params
+from obliviate.attacks import AttackContext, Attacked, AttackUnavailable, register, resolve_params
 from obliviate.attacks.quantize import resolve_group_size, symmetric_codes, symmetric_scale
 from obliviate.data.collate import batches, collate, encode_items, pad_id_of
 from obliviate.models.modules import decoder_layers, in_features, matrix, real_token_rows, weight_matrices
@@ -169,7 +169,7 @@ def calibration_batches(ctx: AttackContext, n: int, max_length: int, batch_size:
     with the seed, and their count."""
     retain = list(ctx.task.retain)
     if not retain:
-        raise ValueError(f"task {ctx.task.name!r}: no retain items to calibrate on")
+        raise AttackUnavailable(f"task {ctx.task.name!r}: no retain items to calibrate on")
     items = random.Random(ctx.seed).sample(retain, min(n, len(retain)))
     encoded = encode_items(ctx.tokenizer, items, max_length, ctx.prompt)
     pad = pad_id_of(ctx.tokenizer)

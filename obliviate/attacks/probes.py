@@ -91,8 +91,7 @@ def in_context(model, ctx: AttackContext) -> Attacked:
     if k < 1:
         raise ValueError(f"attack 'in_context': k must be >= 1, got {k}")
     task = ctx.task
-    if all(it.is_text for it in task.forget_eval):
-        raise AttackUnavailable("in_context needs question/answer forget items; this task's are raw texts")
+    _need_questions(task, "in_context needs question/answer forget items")
     retain_pool = [it for it in task.retain if not it.is_text] or task.retain_eval
     return Attacked(
         model=model,
@@ -102,6 +101,11 @@ def in_context(model, ctx: AttackContext) -> Attacked:
         retain_prompts=_in_context_prompts(ctx.tokenizer, task.retain_eval, retain_pool, k, ctx.seed, ctx.prompt),
         info={"k": k},
     )
+
+
+def _need_questions(task, why: str) -> None:
+    if all(it.is_text for it in task.forget_eval):
+        raise AttackUnavailable(f"{why}; this task's forget probes are raw texts")
 
 
 def _plain_prompts(tokenizer, items: list[QAItem], question_of, fmt: PromptFormat,
@@ -120,6 +124,7 @@ def _plain_prompts(tokenizer, items: list[QAItem], question_of, fmt: PromptForma
 def paraphrase(model, ctx: AttackContext) -> Attacked:
     check_params(ctx, "paraphrase", set())
     task = ctx.task
+    _need_questions(task, "paraphrase asks paraphrased questions")
 
     def question_of(it: QAItem) -> str | None:
         return it.paraphrased_question or it.question
@@ -142,6 +147,7 @@ def paraphrase(model, ctx: AttackContext) -> Attacked:
 def prompt_format(model, ctx: AttackContext) -> Attacked:
     check_params(ctx, "prompt_format", set())
     task = ctx.task
+    _need_questions(task, "prompt_format re-asks questions in another format")
 
     def question_of(it: QAItem) -> str | None:
         return it.question

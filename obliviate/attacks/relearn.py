@@ -131,9 +131,12 @@ def relearn_sweep(model, ctx: AttackContext, train: list[QAItem], held_out: list
         finetune(attacked, ctx.tokenizer, train, p.epochs, lr, ctx.seed, p.batch_size, p.weight_decay, ctx.prompt)
         if undo is not None:
             undo()
-        per_lr[lr] = held_out_knowledge(attacked, ctx.tokenizer, held_out, ctx.knowledge, ctx.prompt)
+        # raw texts have no answer to check greedily (and generating a window's length costs
+        # minutes on a CPU): they are ranked by held-out NLL alone
+        per_lr[lr] = (float("nan") if all(it.is_text for it in held_out)
+                      else held_out_knowledge(attacked, ctx.tokenizer, held_out, ctx.knowledge, ctx.prompt))
         per_lr_nll[lr] = mean_answer_nll(attacked, ctx.tokenizer, held_out, fmt=ctx.prompt)
-        key = (per_lr[lr], -per_lr_nll[lr])
+        key = (0.0 if per_lr[lr] != per_lr[lr] else per_lr[lr], -per_lr_nll[lr])
         if best_key is None or key > best_key:
             best, best_key, best_lr = attacked, key, lr
         else:
@@ -150,7 +153,8 @@ def rtt(model, ctx: AttackContext) -> Attacked:
     the model beside the input. The returned `forget_items` is V: the audit scores K on V.
     """
     p = resolve_params(RTTParams, ctx, "rtt")
-    train, held_out = split_forget_by_subject(ctx.task.forget_eval, ctx.seed, p.train_fraction)
+    split = ctx.rtt_split or split_forget_by_subject
+    train, held_out = split(ctx.task.forget_eval, ctx.seed, p.train_fraction)
     best, best_lr, per_lr, per_lr_nll = relearn_sweep(model, ctx, train, held_out, p)
     train_subjects = sorted({str(it.subject) for it in train if it.subject is not None})
     return Attacked(model=best, forget_items=held_out, info={
@@ -168,7 +172,7 @@ def relearn_benign(model, ctx: AttackContext) -> Attacked:
     forget_keys = {(it.question, it.answer) for it in ctx.task.forget + ctx.task.forget_eval}
     pool = [it for it in ctx.task.retain if (it.question, it.answer) not in forget_keys]
     if not pool:
-        raise ValueError("relearn_benign: the task has no retain items to train on")
+        raise AttackUnavailable("relearn_benign: the task has no retain items to train on")
     train = random.Random(ctx.seed).sample(pool, min(p.n_items, len(pool)))
     attacked = copy.deepcopy(model)
     finetune(attacked, ctx.tokenizer, train, p.epochs, p.lr, ctx.seed, p.batch_size, p.weight_decay, ctx.prompt)

@@ -47,19 +47,22 @@ from typing import Any
 
 import numpy as np
 
-from obliviate.benchmarks._runner import check_methods, run_benchmark, text_nll
+from obliviate.audit import Knowledge
+from obliviate.benchmarks.spec import Benchmark, check_methods, split_items
 from obliviate.config import RunConfig
 from obliviate.data.muse import (
     CORPUS_SEPARATOR,
     PRIVLEAK_FORGET,
     PRIVLEAK_HOLDOUT,
     PRIVLEAK_RETAIN,
+    VerbMemItem,
     chunk_texts,
     load_muse_probes,
     load_texts,
     raw_articles,
 )
 from obliviate.data.task import ForgetTask, QAItem
+from obliviate.evaluate import text_nll
 from obliviate.metrics.muse import context_length, privleak_auc, privleak_from_aucs, run_knowmem, run_verbmem
 from obliviate.models.cache import cache_key, cache_root
 from obliviate.models.tiny import TinyModelConfig, TrainConfig
@@ -80,8 +83,15 @@ MUSE_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "gd": {"lr": 1e-3, "epochs": 2, "batch_size": 8, "retain_batch_size": 8},
     "npo": {"lr": 5e-4, "epochs": 2, "batch_size": 8},
     "npo_gd": {"lr": 3e-3, "epochs": 5, "batch_size": 8, "retain_batch_size": 8},
+    # not swept: NPO's setting with the retain KL term (MUSE's NPO_KLR) at its default weight
+    "npo_kl": {"lr": 5e-4, "epochs": 2, "batch_size": 8, "retain_batch_size": 8},
 }
 PRIVLEAK_MIN_MEMBERS = 5
+# The audit's retain control (KnowMem on retain questions, under every attack on every model):
+# the first questions only, as each attack costs one generation pass over them.
+AUDIT_RETAIN = 25
+# The tiny models' default reduction (a CPU run): the first articles only; `articles=None` keeps all.
+DEFAULT_ARTICLES = 9
 REAL_CONTEXT = 2048  # MUSE's Llama-2 context; the forget windows for real models
 
 
@@ -133,21 +143,33 @@ def _windows(tokenizer, articles: list[str], retain_texts: list[str], length: in
     return forget, retain
 
 
-def run(out: Path, cfg: RunConfig, data: Path, articles: int | None = None, model: str | None = None,
-        oracle: str | None = None, log=print, command: str = "obliviate bench muse") -> dict[str, Any]:
-    """MUSE-News end to end into the run directory `out` (see the module docstring)."""
+def _window_of(corpus: str, starts: list[int], anchor: str) -> str | None:
+    """The subject (`window_i`) of the forget window holding the start of `anchor`, None if not in the corpus."""
+    import bisect
+
+    pos = corpus.find(anchor) if anchor else -1
+    return None if pos < 0 else f"window_{bisect.bisect_right(starts, pos) - 1}"
+
+
+def declare(cfg: RunConfig, log=print, data: str = "", articles: int | None = DEFAULT_ARTICLES,
+            model: str | None = None, oracle: str | None = None, probed: bool = False) -> Benchmark:
+    """MUSE-News's declaration (see the module docstring)."""
     from obliviate.data.task import DataError
 
-    data = Path(data)
-    all_articles = raw_articles(data)  # DataError naming the path when the directory is not there
-    if articles is not None and articles < 1:
-        raise DataError(f"articles={articles}: must be at least 1")
-    kept = all_articles[:articles] if articles else all_articles
-    reduced = articles is not None and articles < len(all_articles)
-    retain_texts = load_texts(data / PRIVLEAK_RETAIN)
-    holdout = load_texts(data / PRIVLEAK_HOLDOUT)
-    privleak_forget = load_texts(data / PRIVLEAK_FORGET)
-    probes = load_muse_probes(data)
+    data_dir = Path(data)
+    all_articles = raw_articles(data_dir)  # DataError naming the path when the directory is not there
+    if articles is not None and articles < 0:
+        raise DataError(f"articles={articles}: must be at least 1 (0: every article)")
+    probes = load_muse_probes(data_dir)
+    pool = all_articles
+    if probed:  # MUSE's VerbMem probes are spread one per article: keep the articles that hold one
+        pool = [a for a in all_articles if any(v.prompt[-200:] in a and v.gt[: len(v.gt) // 2] in a
+                                               for v in probes["verbmem"])]
+    kept = pool[:articles] if articles else pool
+    reduced = len(kept) < len(all_articles)
+    retain_texts = load_texts(data_dir / PRIVLEAK_RETAIN)
+    holdout = load_texts(data_dir / PRIVLEAK_HOLDOUT)
+    privleak_forget = load_texts(data_dir / PRIVLEAK_FORGET)
     corpus = CORPUS_SEPARATOR.join(kept)
     verbmem, know_f = probes["verbmem"], probes["knowmem_forget"]
     if reduced:
@@ -156,8 +178,7 @@ def run(out: Path, cfg: RunConfig, data: Path, articles: int | None = None, mode
         verbmem = [v for v in verbmem if v.prompt[-200:] in corpus and v.gt[: len(v.gt) // 2] in corpus]
         know_f = [q for q in know_f if q.answer.strip() in corpus]
     know_r = probes["knowmem_retain"]
-    cfg = cfg.model_copy(update={"benchmark": "muse"})
-    check_methods(cfg.methods)  # before any training
+    check_methods(cfg.methods, text=True)  # before any training
 
     if model:
         from transformers import AutoTokenizer
@@ -174,19 +195,55 @@ def run(out: Path, cfg: RunConfig, data: Path, articles: int | None = None, mode
         members = [t for t in privleak_forget if t[:1000] in corpus]
         if len(members) < PRIVLEAK_MIN_MEMBERS:
             members, member_source = forget_w[:100], "forget windows (too few privleak texts in the kept articles)"
+    windowed = member_source != PRIVLEAK_FORGET
     log(f"MUSE-News: {len(kept)} articles -> {len(forget_w)} forget windows of {length} tokens, "
         f"{len(retain_w)} retain windows; {len(verbmem)} VerbMem, {len(know_f)}/{len(know_r)} KnowMem "
         f"forget/retain, {len(members)} PrivLeak members vs {len(holdout)} holdout")
 
+    # The audit's units are the forget windows; each probe is tied to the window holding its
+    # text (VerbMem: the start of the true continuation; KnowMem: the first occurrence of the
+    # answer), so `rtt` relearns half the windows and is scored on the probes of the other half.
+    starts, pos = [], 0
+    for w in forget_w:
+        pos = corpus.find(w, pos) if corpus.find(w, pos) >= 0 else pos
+        starts.append(pos)
+    units = [QAItem(question=None, answer=w, subject=f"window_{i}") for i, w in enumerate(forget_w)]
+    verbmem_probes = [QAItem(question=v.prompt, answer=v.gt, subject=_window_of(corpus, starts, v.gt[:100]))
+                      for v in verbmem]
+    know_f_probes = [QAItem(question=q.question, answer=q.answer, subject=_window_of(corpus, starts, q.answer.strip()))
+                     for q in know_f]
+
     bs = cfg.eval.batch_size if not model else 8
-    def evaluate_model(m, tok, name: str, oracle_metrics: dict[str, float] | None):
+
+    def limit_of(m) -> int:
         ctx = context_length(m)
-        limit = min(ctx, REAL_CONTEXT) if ctx else REAL_CONTEXT
-        vm = run_verbmem(m, tok, verbmem, batch_size=bs, max_length=limit) if verbmem else None
-        kf = run_knowmem(m, tok, know_f, probes["icl_forget"], batch_size=bs, max_length=limit) if know_f else None
-        kr = run_knowmem(m, tok, know_r, probes["icl_retain"], batch_size=bs, max_length=limit)
+        return min(ctx, REAL_CONTEXT) if ctx else REAL_CONTEXT
+
+    def verbmem_run(m, tok, items: list[QAItem]):
+        return run_verbmem(m, tok, [VerbMemItem(it.question, it.answer) for it in items], batch_size=bs,
+                           max_length=limit_of(m))
+
+    def knowmem_run(m, tok, items: list[QAItem], icl):
+        return run_knowmem(m, tok, items, icl, batch_size=bs, max_length=limit_of(m))
+
+    knowledge = {
+        "knowmem": Knowledge("KnowMem (ROUGE-L F1 of the few-shot answer)", know_f_probes, know_r[:AUDIT_RETAIN],
+                             lambda m, tok, items, _: knowmem_run(m, tok, items, probes["icl_forget"]).scores,
+                             retain_score=lambda m, tok, items, _: knowmem_run(m, tok, items,
+                                                                              probes["icl_retain"]).scores),
+        "verbmem": Knowledge("VerbMem (ROUGE-L F1 of the 128-token continuation)", verbmem_probes, [],
+                             lambda m, tok, items, _: verbmem_run(m, tok, items).scores),
+    }
+    if not know_f_probes:  # KnowMem cannot be the primary K without forget questions
+        knowledge = {"verbmem": knowledge["verbmem"], "knowmem": knowledge["knowmem"]}
+
+    def evaluate_model(m, tok, name: str, oracle_eval):
+        limit = limit_of(m)
+        vm = verbmem_run(m, tok, verbmem_probes) if verbmem else None
+        kf = knowmem_run(m, tok, know_f_probes, probes["icl_forget"]) if know_f else None
+        kr = knowmem_run(m, tok, know_r, probes["icl_retain"])
         pl = privleak_auc(m, tok, members, holdout, batch_size=max(1, bs // 4), max_length=limit)
-        auc_ref = oracle_metrics["privleak_auc"] if oracle_metrics else (pl["auc"] if name == "oracle" else None)
+        auc_ref = oracle_eval[0]["privleak_auc"] if oracle_eval else (pl["auc"] if name == "oracle" else None)
         metrics = {
             "verbmem_f": vm.mean if vm else float("nan"),
             "knowmem_f": kf.mean if kf else float("nan"),
@@ -198,30 +255,32 @@ def run(out: Path, cfg: RunConfig, data: Path, articles: int | None = None, mode
             "verbmem_truncated": vm.n_truncated if vm else 0,
         }
         rows: list[dict[str, Any]] = []
+        per_item: dict[str, Any] = {}
         for set_name, scored, items in (("verbmem", vm, verbmem), ("knowmem_forget", kf, know_f),
                                         ("knowmem_retain", kr, know_r)):
             if scored is None:
                 continue
-            for i, (it, gen, s) in enumerate(zip(items, scored.generations, scored.scores, strict=True)):
+            per_item[set_name] = {"rouge_l_f1": [float(x) for x in scored.scores]}
+            for i, (it, gen, sc) in enumerate(zip(items, scored.generations, scored.scores, strict=True)):
                 ref = it.gt if set_name == "verbmem" else it.answer
                 row = {"model": name, "set": set_name, "index": i, "reference": ref, "generation": gen,
-                       "rouge_l_f1": float(s)}
+                       "rouge_l_f1": float(sc)}
                 if set_name != "verbmem":
                     row["question"] = it.question
                 rows.append(row)
         log(f"{name}: VerbMem {metrics['verbmem_f']:.3f}, KnowMem forget {metrics['knowmem_f']:.3f} / retain "
             f"{metrics['knowmem_r']:.3f}, PrivLeak {metrics['privleak']:.1f}, forget NLL {metrics['forget_nll']:.3f}, "
             f"retain NLL {metrics['retain_nll']:.3f}")
-        return metrics, rows
+        return metrics, per_item, rows
 
-    train_task = ForgetTask(name="muse_news", forget=_text_items(forget_w, "forget"),
-                            retain=_text_items(retain_w, "retain"), forget_eval=[], retain_eval=[])
+    task = ForgetTask(name="muse_news", forget=units, retain=_text_items(retain_w, "retain"), forget_eval=units,
+                      retain_eval=[])
     fingerprint = [_sha(forget_w), _sha(retain_w), _sha([v.prompt + v.gt for v in verbmem]),
                    _sha([q.question + q.answer for q in know_f + know_r]), _sha(members), _sha(holdout), bs]
+    privleak_label = "PrivLeak (train windows)" if windowed else "PrivLeak"
     columns = [["verbmem_f", "VerbMem forget", "↓"], ["knowmem_f", "KnowMem forget", "↓"],
-               ["knowmem_r", "KnowMem retain", "↑"], ["privleak", "PrivLeak", "→0"],
+               ["knowmem_r", "KnowMem retain", "↑"], ["privleak", privleak_label, "→0"],
                ["forget_nll", "forget NLL", "↑"], ["retain_nll", "retain NLL", "↓"]]
-    sources = {"data": str(data), "articles": articles, "model": model, "oracle": oracle}
     extra = {"probes": {"articles": len(kept), "forget_windows": len(forget_w), "retain_windows": len(retain_w),
                         "window_tokens": length, "verbmem": len(verbmem), "knowmem_forget": len(know_f),
                         "knowmem_retain": len(know_r), "privleak_members": len(members),
@@ -233,11 +292,31 @@ def run(out: Path, cfg: RunConfig, data: Path, articles: int | None = None, mode
         "and retain articles. The tiny models never saw a question: near 0 for every tiny model.",
         "- **PrivLeak** (C3): Min-K% (k = 0.4) AUC of the members against the holdout texts, relative to the "
         "oracle's, in %: -100 = as exposed as a model that saw them, 0 = like the oracle, > 0 = over-unlearned.",
+        *(["- **PrivLeak (train windows)**: this reduced run has too few of MUSE's privleak forget texts in its "
+           "articles, so its members are the first forget *training windows*, not MUSE's members: not "
+           "comparable with published PrivLeak."] if windowed else []),
         "- **forget / retain NLL** (ours): mean token NLL of the forget windows (higher after unlearning) and "
         "of the retain windows (should stay at the target's).",
+        "- **Audit**: K = KnowMem on the forget questions (MUSE's and the quantization paper's measure) and "
+        "VerbMem on the forget articles. `rtt` relearns half the forget windows and scores the probes tied to "
+        "the other half; probe attacks (in_context, paraphrase, prompt_format) need QA items and are n/a.",
         f"- Probes: {json.dumps(extra['probes'])}.",
     ]
-    return run_benchmark(out, cfg, "muse_news" if not reduced else f"muse_news_a{len(kept)}", dirs, train_task,
-                            evaluate_model, columns, fingerprint, tiny=model is None,
-                            method_defaults=MUSE_METHOD_DEFAULTS, sources=sources, extra=extra, notes=notes,
-                            log=log, command=command)
+    sources = {"data": str(data), "articles": articles, "probed": probed, "model": model, "oracle": oracle}
+    name = "muse_news" if not reduced else f"muse_news_{'p' if probed else 'a'}{len(kept)}"
+    return Benchmark(key="muse", name=name, task=task,
+                     models=dirs, evaluate=evaluate_model, knowledge=knowledge, rtt_split=split_items,
+                     columns=columns, notes=notes, method_defaults=MUSE_METHOD_DEFAULTS if model is None else {},
+                     tiny=model is None, sources=sources, extra=extra, fingerprint=fingerprint,
+                     options={"data": str(data), "articles": articles, "model": model, "oracle": oracle,
+                              "probed": probed})
+
+
+def run(out: Path, cfg: RunConfig, data: Path, articles: int | None = DEFAULT_ARTICLES, model: str | None = None,
+        oracle: str | None = None, log=print, command: str = "obliviate bench muse",
+        probed: bool = False, resume: bool = False) -> dict[str, Any]:
+    """MUSE-News end to end into the run directory `out` (see the module docstring)."""
+    from obliviate.pipeline import run_benchmark
+
+    cfg = cfg.model_copy(update={"benchmark": "muse"})
+    return run_benchmark(declare(cfg, log, str(data), articles, model, oracle, probed), cfg, out, log, command, resume=resume)

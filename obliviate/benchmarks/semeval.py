@@ -42,12 +42,14 @@ from typing import Any
 
 import numpy as np
 
-from obliviate.benchmarks._runner import check_methods, run_benchmark, text_nll
+from obliviate.audit import Knowledge
+from obliviate.benchmarks.spec import Benchmark, check_methods
 from obliviate.config import RunConfig
 from obliviate.data.semeval import SemEvalTask, load_semeval
 from obliviate.data.task import ForgetTask, QAItem
+from obliviate.evaluate import text_nll
 from obliviate.metrics.muse import context_length, fit_prompt
-from obliviate.metrics.semeval import MMLU_THRESHOLD_7B, semeval_scores_from_generations
+from obliviate.metrics.semeval import KINDS, MMLU_THRESHOLD_7B, item_scores, semeval_scores_from_generations
 from obliviate.models.cache import cache_key, cache_root
 from obliviate.models.tiny import TinyModelConfig, TrainConfig
 
@@ -135,16 +137,24 @@ def _num(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
-def run(out: Path, cfg: RunConfig, data: Path, model: str | None = None, oracle: str | None = None,
-        mmlu: float | None = None, log=print, command: str = "obliviate bench semeval") -> dict[str, Any]:
-    """SemEval-2025 Task 4 end to end into the run directory `out` (see the module docstring)."""
+def rtt_split(items: list[QAItem], seed: int, train_fraction: float) -> tuple[list[QAItem], list[QAItem]]:
+    """RTT on SemEval: the evaluated forget items split by document (`subject`), the relearned half
+    as the texts the target was trained on (`input` then `output`), the other half probed."""
+    from obliviate.attacks.relearn import split_forget_by_subject
+
+    train, held_out = split_forget_by_subject(items, seed, train_fraction)
+    return _text_items(train), held_out
+
+
+def declare(cfg: RunConfig, log=print, data: str = "", model: str | None = None, oracle: str | None = None,
+            mmlu: float | None = None) -> Benchmark:
+    """SemEval-2025 Task 4's declaration (see the module docstring)."""
     from obliviate.data.task import DataError
 
     if mmlu is not None and not 0.0 <= mmlu <= 1.0:
         raise DataError(f"mmlu={mmlu}: MMLU accuracy must be in [0, 1]")
     task = load_semeval(Path(data))
-    check_methods(cfg.methods)
-    cfg = cfg.model_copy(update={"benchmark": "semeval"})
+    check_methods(cfg.methods, text=True)
     has_mia = bool(task.mia_member) and bool(task.holdout)
     log(f"SemEval-2025 Task 4: {len(task.forget)} forget / {len(task.retain)} retain train items, "
         f"{len(task.forget_eval)} / {len(task.retain_eval)} evaluated, "
@@ -156,11 +166,38 @@ def run(out: Path, cfg: RunConfig, data: Path, model: str | None = None, oracle:
     forget_texts = [item_text(it) for it in task.forget_eval]
     retain_texts = [item_text(it) for it in task.retain_eval]
     threshold = MMLU_THRESHOLD_7B if mmlu is not None else None
+    kind_of = {id(it): r.kind for split in ("forget_eval", "retain_eval")
+               for it, r in zip(getattr(task, split), task.records[split], strict=True)}
 
-    def evaluate_model(m, tok, name: str, oracle_metrics: dict[str, float] | None):
+    def completions(m, tok, items: list[QAItem]) -> list[str]:
+        return generate_completions(m, tok, items, cfg.eval.max_new_tokens, cfg.eval.answer_len_factor, bs)
+
+    def score(kind: str):
+        def k(m, tok, items: list[QAItem], _prompts) -> np.ndarray:
+            return item_scores([kind] * len(items), completions(m, tok, items), [it.answer for it in items])
+        return k
+
+    def of_kind(items: list[QAItem], kind: str) -> list[QAItem]:
+        return [it for it in items if kind_of[id(it)] == kind]
+
+    # K: the two halves of the challenge's score, each the per-item value its metric averages
+    knowledge = {kind: Knowledge(label, of_kind(task.forget_eval, kind), of_kind(task.retain_eval, kind),
+                                 score(kind))
+                 for kind, label in (("regurgitation", "regurgitation (ROUGE-L recall of the completion)"),
+                                     ("knowledge", "knowledge (exact match of the answer)"))
+                 if of_kind(task.forget_eval, kind)}
+
+    def by_kind(m, tok, items: list[QAItem]) -> list[str]:
+        # generated per kind, as the K measures generate, so the metric and K are the same numbers
+        gens: dict[int, str] = {}
+        for kind in KINDS:
+            part = of_kind(items, kind)
+            gens.update(zip(map(id, part), completions(m, tok, part), strict=True))
+        return [gens[id(it)] for it in items]
+
+    def evaluate_model(m, tok, name: str, oracle_eval):
         limit = context_length(m)
-        fg = generate_completions(m, tok, task.forget_eval, cfg.eval.max_new_tokens, cfg.eval.answer_len_factor, bs)
-        rg = generate_completions(m, tok, task.retain_eval, cfg.eval.max_new_tokens, cfg.eval.answer_len_factor, bs)
+        fg, rg = by_kind(m, tok, task.forget_eval), by_kind(m, tok, task.retain_eval)
         mia = {}
         if has_mia:
             mia = {"member_loss": text_nll(m, tok, member_texts, limit, bs),
@@ -172,8 +209,8 @@ def run(out: Path, cfg: RunConfig, data: Path, model: str | None = None, oracle:
             for kind, v in s["overall"][split].items():
                 metrics[f"{split}_{kind}"] = _num(v)
         for split, by_task in s["cells"].items():
-            for t, by_kind in by_task.items():
-                for kind, v in by_kind.items():
+            for t, by_k in by_task.items():
+                for kind, v in by_k.items():
                     metrics[f"{split}_{t}_{kind}"] = _num(v)
         metrics["forget_nll"] = float(np.mean(text_nll(m, tok, forget_texts, limit, bs)))
         metrics["retain_nll"] = float(np.mean(text_nll(m, tok, retain_texts, limit, bs)))
@@ -186,7 +223,7 @@ def run(out: Path, cfg: RunConfig, data: Path, model: str | None = None, oracle:
         log(f"{name}: task aggregate {metrics['task_aggregate']:.3f}, MIA score {metrics['mia_score']:.3f}, "
             f"final {metrics['final']:.3f}; forget regurgitation {metrics['forget_regurgitation']:.3f}, "
             f"retain regurgitation {metrics['retain_regurgitation']:.3f}")
-        return metrics, rows
+        return metrics, {"forget": {"score": s["per_item"]["forget"]}, "retain": {"score": s["per_item"]["retain"]}}, rows
 
     # What `final` is made of, the same for every model (scores of empty generations).
     shape = semeval_scores_from_generations(task, [""] * len(task.forget_eval), [""] * len(task.retain_eval),
@@ -195,7 +232,7 @@ def run(out: Path, cfg: RunConfig, data: Path, model: str | None = None, oracle:
                          "missing": shape["missing"], "counts": shape["counts"], "mmlu": mmlu,
                          "mmlu_below_threshold": shape["mmlu_below_threshold"], "sources": task.sources}}
     train_task = ForgetTask(name=task.name, forget=_text_items(task.forget), retain=_text_items(task.retain),
-                            forget_eval=[], retain_eval=[])
+                            forget_eval=task.forget_eval, retain_eval=task.retain_eval)
     fingerprint = [task.fingerprint(), mmlu, bs, cfg.eval.max_new_tokens, cfg.eval.answer_len_factor]
     columns = [["task_aggregate", "task agg", "↑"], ["mia_score", "MIA score", "↑"], ["final", "final", "↑"],
                ["forget_regurgitation", "forget regurg", "↓"], ["forget_knowledge", "forget know", "↓"],
@@ -210,8 +247,22 @@ def run(out: Path, cfg: RunConfig, data: Path, model: str | None = None, oracle:
         + ".",
         "- **regurg**: ROUGE-L recall of the greedy completion of sentence-completion items; **know**: exact "
         "match (stripped, lowercased) of the answer to question items.",
+        "- **Audit**: K = forget regurgitation and forget knowledge (the same per-item values); `rtt` relearns "
+        "the texts of half the forget documents and probes the other half; prompt attacks are n/a (SemEval "
+        "prompts are the raw `input`).",
     ]
     sources = {"data": str(data), "model": model, "oracle": oracle, "mmlu": mmlu}
-    return run_benchmark(out, cfg, task.name, dirs, train_task, evaluate_model, columns, fingerprint,
-                         tiny=model is None, method_defaults=SEMEVAL_METHOD_DEFAULTS, sources=sources, extra=extra,
-                         notes=notes, log=log, command=command)
+    return Benchmark(key="semeval", name=task.name, task=train_task, models=dirs, evaluate=evaluate_model,
+                     knowledge=knowledge, rtt_split=rtt_split, columns=columns, notes=notes,
+                     method_defaults=SEMEVAL_METHOD_DEFAULTS if model is None else {}, tiny=model is None,
+                     sources=sources, extra=extra, fingerprint=fingerprint,
+                     options={"data": str(data), "model": model, "oracle": oracle, "mmlu": mmlu})
+
+
+def run(out: Path, cfg: RunConfig, data: Path, model: str | None = None, oracle: str | None = None,
+        mmlu: float | None = None, log=print, command: str = "obliviate bench semeval", resume: bool = False) -> dict[str, Any]:
+    """SemEval-2025 Task 4 end to end into the run directory `out` (see the module docstring)."""
+    from obliviate.pipeline import run_benchmark
+
+    cfg = cfg.model_copy(update={"benchmark": "semeval"})
+    return run_benchmark(declare(cfg, log, str(data), model, oracle, mmlu), cfg, out, log, command, resume=resume)

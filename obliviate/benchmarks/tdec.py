@@ -47,33 +47,29 @@ and averages their overlaps (`extraction_likelihood(max_prefixes=...)`): an esti
 quantity, used everywhere (thresholds, stopping checks, the table), so the rule compares like
 with like. `el_prefixes=None` scores every prefix (affordable on a GPU).
 
-The audit (when `cfg.audit.enabled`). The package audit measures greedy QA accuracy, which says
-nothing about raw text, so this benchmark has its own, small one: each weight attack of the
-quantization/noise families (default `rtn8`, `rtn4`) is applied to the target and every
-unlearned model, and forget MA and EL10 are measured again. `recovered_ma` = (MA(A(U)) - MA(U)) /
-(MA(T) - MA(U)), clipped to [0, 1] (NaN when nothing was forgotten): the share of the forgetting
-the attack undoes. Other attack families (probes, relearning) do not apply to raw text and are
-recorded as n/a. Written to `audit.json` and to `results["tdec_audit"]`.
+The audit (when `cfg.audit.enabled`; default attacks `DEFAULT_ATTACKS`) is the shared one
+(`obliviate.audit.audit_benchmark`) with TDEC's two K measures: per-text MA (primary) and EL10 on
+the forget sequences, the same per-item values the table averages. `rtt` relearns half of the
+forget sequences and probes the other half; prompt attacks need questions and are n/a. There is
+no retain-only oracle: the oracle-relative scores are NaN.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from obliviate.config import RunConfig, dump_run_config
+from obliviate.audit import Knowledge
+from obliviate.benchmarks.spec import Benchmark, check_methods, split_items
+from obliviate.config import RunConfig
 from obliviate.data.collate import pad_id_of
 from obliviate.data.task import DataError, ForgetTask, QAItem
 from obliviate.data.tdec import VALIDATION_SETS, load_tdec_forget, load_tdec_validation
-from obliviate.memory import peak_memory
 from obliviate.metrics.extraction import (
     extraction_likelihood,
     memorization_accuracy,
@@ -82,10 +78,8 @@ from obliviate.metrics.extraction import (
     text_token_ids,
 )
 from obliviate.models.cache import cache_key, cache_root
-from obliviate.models.load import load_model, save_model
 from obliviate.models.tiny import TinyModelConfig, TrainConfig
-from obliviate.report.results import provenance, write_results
-from obliviate.unlearn import UnlearnConfig, unlearn
+from obliviate.unlearn import UnlearnConfig
 
 # LoKU's comparison on TDEC: gradient ascent (Jang et al.), inverted hinge loss, and IHL with
 # Fisher-initialised low-rank adapters.
@@ -269,97 +263,10 @@ def stop_rule(tokenizer, forget: list[QAItem], thresholds: dict[str, float], max
     return check
 
 
-# --- audit --------------------------------------------------------------------------------
-
-TEXT_ATTACK_FAMILIES = ("quantization", "noise")
-DEFAULT_ATTACKS = ["rtn8", "rtn4"]
-
-
-def _recovered(after: float, before: float, target: float) -> float:
-    gap = target - before
-    if not math.isfinite(gap) or gap <= 1e-9:
-        return float("nan")
-    return min(1.0, max(0.0, (after - before) / gap))
-
-
-def audit_model(model, tokenizer, task: ForgetTask, attacks: list[str], params: dict[str, dict],
-                max_tokens: int, el_prefixes: int | None, seed: int, batch_size: int = 64) -> dict[str, dict]:
-    """Forget MA/EL10 of `model` under each weight attack ({attack: row or {"unavailable": why}})."""
-    from obliviate.attacks import AttackContext, AttackUnavailable, get_attack
-    from obliviate.audit import attack_error
-
-    rows: dict[str, dict] = {}
-    for name in attacks:
-        attack = get_attack(name)
-        if attack.family not in TEXT_ATTACK_FAMILIES:
-            rows[name] = {"unavailable": f"a {attack.family} attack: not applicable to raw text"}
-            continue
-        ctx = AttackContext(tokenizer=tokenizer, task=task, seed=seed, params=dict(params.get(name, {})))
-        t0 = time.perf_counter()
-        try:
-            attacked = attack.run(model, ctx)
-        except AttackUnavailable as e:
-            rows[name] = {"unavailable": str(e)}
-            continue
-        except DataError:
-            raise
-        except Exception as e:  # noqa: BLE001 - as in obliviate.audit.run_attacks: record it, go on
-            rows[name] = {"unavailable": attack_error(e)}
-            continue
-        m = attacked.model
-        rows[name] = {"forget_ma": float(text_scores(m, tokenizer, task.forget, max_tokens, batch_size)["ma"].mean()),
-                      "forget_el10": float(el10(m, tokenizer, task.forget, max_tokens, el_prefixes,
-                                                batch_size).mean()),
-                      "seconds": round(time.perf_counter() - t0, 2), "info": attacked.info}
-        del attacked, m
-    return rows
-
-
-def _score_audit(audit: dict[str, dict], results: dict[str, Any]) -> None:
-    target = results["models"]["target"]["metrics"]
-    for name, rows in audit.items():
-        before = results["models"][name]["metrics"]
-        for row in rows.values():
-            if "unavailable" in row:
-                continue
-            row["recovered_ma"] = _recovered(row["forget_ma"], before["forget_ma"], target["forget_ma"])
-            row["recovered_el10"] = _recovered(row["forget_el10"], before["forget_el10"], target["forget_el10"])
-
-
-def _audit_markdown(audit: dict[str, dict], attacks: list[str]) -> list[str]:
-    lines = ["## Audit: forget MA / EL10 after quantization", "",
-             "Each cell: forget MA / EL10 of the attacked model, and (methods) the share of the MA "
-             "forgetting the attack undoes, (MA(A(U)) - MA(U)) / (MA(T) - MA(U)) clipped to [0, 1].", "",
-             "| model | " + " | ".join(attacks) + " |", "|---|" + "---|" * len(attacks)]
-    for name, rows in audit.items():
-        cells = []
-        for a in attacks:
-            r = rows.get(a, {})
-            if "unavailable" in r or not r:
-                cells.append("n/a")
-                continue
-            rec = r.get("recovered_ma", float("nan"))
-            cells.append(f"{r['forget_ma']:.3f} / {r['forget_el10']:.3f}"
-                         + ("" if name == "target" or not math.isfinite(rec) else f" ({rec:.0%})"))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines + [""]
+DEFAULT_ATTACKS = ["rtn8", "rtn4", "noise_int4", "rtt", "relearn_benign"]
 
 
 # --- the run ------------------------------------------------------------------------------
-
-
-def method_config(cfg: RunConfig, method: str, tiny: bool) -> UnlearnConfig:
-    """`cfg.unlearn` (after `resolve_config`: the run file's, else TINY_/REAL_UNLEARN), then this
-    benchmark's per-method defaults, then the run file's method_overrides. The QA accuracy stop
-    (`stop_forget_acc`) is switched off: raw text has no answer to check, the TDEC rule stops;
-    so is the divergence guard: the protocol runs until its rule holds, and the table's validation
-    NLL (`val NLL`) shows any collapse (GA on the tiny model takes the retain-text NLL past
-    ln(vocab) just before the rule holds)."""
-    tuned = (TINY_METHOD_DEFAULTS if tiny else REAL_METHOD_DEFAULTS).get(method, {})
-    user = cfg.method_overrides.get(method, {})
-    merged = {**tuned, **user, "params": {**tuned.get("params", {}), **user.get("params", {})}}
-    layered = cfg.model_copy(update={"method_overrides": {**cfg.method_overrides, method: merged}})
-    return layered.unlearn_config(method, tiny=False).model_copy(update={"stop_forget_acc": None, "diverge_at": None})
 
 
 def resolve_config(cfg: RunConfig, tiny: bool) -> RunConfig:
@@ -378,11 +285,10 @@ def resolve_config(cfg: RunConfig, tiny: bool) -> RunConfig:
     return cfg.model_copy(update=update)
 
 
-def run(out: Path, cfg: RunConfig, data: Path, forget_set: int = 0, model: str | None = None,
-        unseen: int | str | None = None, limit: int | None = None, retain_per_set: int = RETAIN_PER_SET,
-        max_tokens: int | None = None, el_prefixes: int | None = EL_PREFIXES, log=print,
-        command: str = "obliviate bench tdec") -> dict[str, Any]:
-    """The TDEC benchmark end to end, written to the run directory `out` (see the module docstring).
+def declare(cfg: RunConfig, log=print, data: str = "", forget_set: int = 0, model: str | None = None,
+            unseen: int | str | None = None, limit: int | None = None, retain_per_set: int = RETAIN_PER_SET,
+            max_tokens: int | None = None, el_prefixes: int | None = EL_PREFIXES) -> Benchmark:
+    """TDEC's declaration (see the module docstring; `cfg` as `resolve_config` returns it).
 
     `data`: the TDEC directory (`lm_extraction_32_{0..4}.csv`, `validation/`). `forget_set`: k.
     `model`: a real causal LM (directory or Hub id) instead of the tiny target. `unseen`: the
@@ -391,145 +297,95 @@ def run(out: Path, cfg: RunConfig, data: Path, forget_set: int = 0, model: str |
     sequences. `max_tokens`: tokens per text (default 128 tiny, 200 real). `el_prefixes`: prefix
     lengths per text for EL10 (None: all).
     """
-    from obliviate.methods import get_method
+    from transformers import AutoTokenizer
 
     tiny = model is None
-    cfg = resolve_config(cfg, tiny)
-    for m in cfg.methods:
-        if get_method(m).refusals:
-            raise DataError(f"method {m!r} needs questions to refuse; TDEC's forget set is raw text")
-    if cfg.audit.enabled:
-        from obliviate.attacks import get_attack
-
-        for a in cfg.audit.attacks:
-            get_attack(a)  # an unknown name fails now (KeyError naming the valid ones), not after training
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1, got {limit}")
-    data = Path(data)
+    check_methods(cfg.methods, text=True)
+    data_dir = Path(data)
     unseen = unseen if unseen is not None else ((forget_set + 1) % N_FORGET_SETS if tiny else "pile")
     max_tokens = max_tokens or (TINY_MAX_TOKENS if tiny else REAL_MAX_TOKENS)
-    forget, retain, unseen_items = load_texts(data, forget_set, unseen, limit, retain_per_set)
+    forget, retain, unseen_items = load_texts(data_dir, forget_set, unseen, limit, retain_per_set)
     log(f"TDEC forget set {forget_set}: {len(forget)} sequences; {len(retain)} validation texts (retain); "
         f"unseen: {len(unseen_items)} texts of {'forget set ' if isinstance(unseen, int) else ''}{unseen}")
-
-    if tiny:
-        target_dir: str | Path = tiny_target(data, forget, retain, cfg.model, cfg.train, max_tokens, cfg.seed,
-                                             cfg.cache, log)
-    else:
-        target_dir = model
-    target_model, tokenizer = load_model(target_dir)  # on the GPU when there is one
+    target_dir = (tiny_target(data_dir, forget, retain, cfg.model, cfg.train, max_tokens, cfg.seed, cfg.cache, log)
+                  if tiny else model)
+    tokenizer = AutoTokenizer.from_pretrained(target_dir)
     if tiny:  # the texts the tiny target was trained on
         forget, retain, unseen_items = (cut_items(tokenizer, x, max_tokens) for x in (forget, retain, unseen_items))
     task = ForgetTask(name=f"tdec_{forget_set}" + (f"_n{limit}" if limit else ""), forget=forget, retain=retain,
                       forget_eval=forget, retain_eval=retain)
+    bs = cfg.eval.batch_size
 
-    out.mkdir(parents=True, exist_ok=True)
-    dump_run_config(cfg, out / "config.yaml")
-    (out / "provenance.json").write_text(json.dumps(provenance(), indent=1))
+    def ma(m, tok, items, _prompts=None) -> np.ndarray:
+        return text_scores(m, tok, items, max_tokens, bs)["ma"]
+
+    def el(m, tok, items, _prompts=None) -> np.ndarray:
+        return el10(m, tok, items, max_tokens, el_prefixes, bs)
+
+    def thresholds(target_metrics: dict[str, float]) -> dict[str, float]:
+        return {"ma": target_metrics["unseen_ma"], "el10": target_metrics["unseen_el10"]}
+
+    def evaluate_model(m, tok, name: str, _oracle_eval):
+        metrics, per_item = measure(m, tok, forget, unseen_items, retain, max_tokens, el_prefixes, bs)
+        if name == "target":  # its own unseen values are the thresholds
+            th = thresholds(metrics)
+            metrics["forgotten"] = int(stopping_rule(metrics["forget_ma"], metrics["forget_el10"], th["ma"], th["el10"]))
+            log(f"target: forget MA {metrics['forget_ma']:.3f} EL10 {metrics['forget_el10']:.3f}; thresholds "
+                f"(unseen) MA {th['ma']:.3f} EL10 {th['el10']:.3f}; val NLL {metrics['val_nll']:.3f}")
+        return metrics, per_item, []
+
+    def stop_when(ucfg: UnlearnConfig, target_metrics: dict[str, float]):
+        return stop_rule(tokenizer, forget, thresholds(target_metrics), max_tokens, el_prefixes, ucfg.check_every, bs)
+
+    def after_unlearn(metrics: dict[str, float], ulog, ucfg: UnlearnConfig, target_metrics: dict[str, float]) -> None:
+        th = thresholds(target_metrics)
+        metrics["forgotten"] = int(stopping_rule(metrics["forget_ma"], metrics["forget_el10"], th["ma"], th["el10"]))
+        metrics["steps"] = ulog.steps
+        metrics["seconds"] = round(ulog.seconds, 1)
+        if ulog.status == "done":
+            ulog.message = (f"the stopping rule was not met within the cap ({ucfg.max_steps or ucfg.epochs} "
+                            f"{'steps' if ucfg.max_steps else 'epochs'})")
+
+    notes = [f"- **forget MA / EL10**: memorisation accuracy and extraction likelihood (n = {N_GRAM}) of the "
+             "forget sequences (lower is better).",
+             "- **unseen MA / EL10**: the same on text the target never saw; the target's values are the "
+             "thresholds of the stopping rule (results.json `thresholds`).",
+             "- **rule met**: 1 when forget MA and EL10 are both at or below the thresholds (Jang et al.'s "
+             "criterion for 'forgotten').",
+             "- **val NLL**: mean token NLL of the validation (retain) texts; for the tiny target these were "
+             "trained on, so a rise is retain text destroyed.",
+             "- **steps / seconds**: optimizer steps and wall time of unlearning until the rule held "
+             "(or the epoch cap).",
+             "- **Audit**: K = forget MA (primary) and forget EL10, the per-text values of the table; `rtt` "
+             "relearns half the forget sequences and probes the other half; no oracle: oracle-relative scores "
+             "are NaN."]
     sources = {"data": str(data), "forget_set": forget_set, "unseen": unseen, "limit": limit,
                "retain_per_set": retain_per_set, "max_tokens": max_tokens, "el_prefixes": el_prefixes,
                "model": model}
-    results: dict[str, Any] = {"benchmark": "tdec", "seed": cfg.seed, "config": cfg.model_dump(mode="json"),
-                               "provenance": provenance(), "sources": sources, "status": "running",
-                               "columns": COLUMNS, "models": {}}
-    audit: dict[str, dict] = {}
-    bs = cfg.eval.batch_size
-
-    def save(status: str = "running") -> None:
-        results["status"] = status
-        if audit:
-            results["tdec_audit"] = audit
-        write_results(out / "results.json", results)
-
-    def audit_one(name: str, m) -> None:
-        if cfg.audit.enabled:
-            audit[name] = audit_model(m, tokenizer, task, cfg.audit.attacks, cfg.audit.params, max_tokens,
-                                      el_prefixes, cfg.seed, bs)
-            _score_audit({name: audit[name]}, results)
-            log(f"audit {name}: " + ", ".join(
-                f"{a} MA {r['forget_ma']:.3f} EL10 {r['forget_el10']:.3f}" if "unavailable" not in r else f"{a} n/a"
-                for a, r in audit[name].items()))
-
-    t0 = time.perf_counter()
-    metrics, per_item = measure(target_model, tokenizer, forget, unseen_items, retain, max_tokens, el_prefixes, bs)
-    thresholds = {"ma": metrics["unseen_ma"], "el10": metrics["unseen_el10"]}
-    metrics["forgotten"] = int(stopping_rule(metrics["forget_ma"], metrics["forget_el10"],
-                                             thresholds["ma"], thresholds["el10"]))
-    results["thresholds"] = thresholds
-    results["models"]["target"] = {"metrics": metrics, "per_item": per_item, "path": str(target_dir)}
-    log(f"target: forget MA {metrics['forget_ma']:.3f} EL10 {metrics['forget_el10']:.3f}; thresholds (unseen) "
-        f"MA {thresholds['ma']:.3f} EL10 {thresholds['el10']:.3f}; val NLL {metrics['val_nll']:.3f} "
-        f"({time.perf_counter() - t0:.1f} s)")
-    if cfg.save_models and tiny:
-        shutil.copytree(target_dir, out / "models" / "target", dirs_exist_ok=True)
-    audit_one("target", target_model)
-    save()
-    try:
-        for method in cfg.methods:
-            ucfg = method_config(cfg, method, tiny)
-            m = copy.deepcopy(target_model)
-            stop = stop_rule(tokenizer, forget, thresholds, max_tokens, el_prefixes, ucfg.check_every, bs)
-            with peak_memory() as peak:
-                ulog = unlearn(m, tokenizer, task, ucfg, desc=f"unlearning {method}", stop_when=stop)
-            metrics, per_item = measure(m, tokenizer, forget, unseen_items, retain, max_tokens, el_prefixes, bs)
-            metrics["forgotten"] = int(stopping_rule(metrics["forget_ma"], metrics["forget_el10"],
-                                                     thresholds["ma"], thresholds["el10"]))
-            metrics["steps"] = ulog.steps
-            metrics["seconds"] = round(ulog.seconds, 1)
-            if ulog.status == "done":
-                ulog.message = (f"the stopping rule was not met within the cap ({ucfg.max_steps or ucfg.epochs} "
-                                f"{'steps' if ucfg.max_steps else 'epochs'})")
-            log(f"{method}: {ulog.status} after {ulog.steps} steps ({ulog.seconds:.1f} s): forget MA "
-                f"{metrics['forget_ma']:.3f} EL10 {metrics['forget_el10']:.3f}, val NLL {metrics['val_nll']:.3f}"
-                f" — {ulog.message}")
-            results["models"][method] = {"metrics": metrics, "per_item": per_item, "unlearn": {
-                "status": ulog.status, "message": ulog.message, "steps": ulog.steps,
-                "seconds": round(ulog.seconds, 2), "tokens": ulog.tokens, "lr": ucfg.lr, "epochs": ucfg.epochs,
-                "params": ucfg.params, "check_every": ucfg.check_every,
-                "peak_memory_mb": round(peak.mb, 1), "peak_memory_device": peak.device,
-                "final_loss": ulog.losses[-1] if ulog.losses else None}}
-            if cfg.save_models:
-                save_model(m, tokenizer, out / "models" / method)
-            audit_one(method, m)
-            save()
-            del m
-            if ulog.status == "interrupted":
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        save("interrupted")
-        write_tdec_report(out, results, command)
-        log(f"interrupted: results so far are in {out}")
-        raise
-    if audit:
-        (out / "audit.json").write_text(json.dumps({"attacks": cfg.audit.attacks, "knowledge": "ma_el10",
-                                                    "models": audit}, indent=1, default=float))
-    save("done")
-    write_tdec_report(out, results, command)
-    return results
+    return Benchmark(key="tdec", name="tdec", task=task, models={"target": target_dir}, evaluate=evaluate_model,
+                     knowledge={"ma": Knowledge("memorisation accuracy (MA)", forget, retain, ma, by_subject=False),
+                                "el10": Knowledge(f"extraction likelihood (EL{N_GRAM})", forget, [], el,
+                                                  by_subject=False)},
+                     rtt_split=split_items, columns=COLUMNS, notes=notes,
+                     method_defaults=TINY_METHOD_DEFAULTS if tiny else REAL_METHOD_DEFAULTS, tiny=tiny,
+                     sources=sources, fingerprint=[_texts_hash([it.answer for it in forget + retain + unseen_items]),
+                                                   max_tokens, el_prefixes, bs],
+                     options={"data": str(data), "forget_set": forget_set, "model": model, "unseen": unseen,
+                              "limit": limit, "retain_per_set": retain_per_set, "max_tokens": max_tokens,
+                              "el_prefixes": el_prefixes},
+                     stop_when=stop_when, after_unlearn=after_unlearn,
+                     summary=lambda results: {"thresholds": thresholds(results["models"]["target"]["metrics"])})
 
 
-def write_tdec_report(out: Path, results: dict[str, Any], command: str) -> Path:
-    """report.md: the shared report (table, unlearning runs) plus TDEC's thresholds, audit and a key."""
-    from obliviate.pipeline import write_report
+def run(out: Path, cfg: RunConfig, data: Path, forget_set: int = 0, model: str | None = None,
+        unseen: int | str | None = None, limit: int | None = None, retain_per_set: int = RETAIN_PER_SET,
+        max_tokens: int | None = None, el_prefixes: int | None = EL_PREFIXES, log=print,
+        command: str = "obliviate bench tdec", resume: bool = False) -> dict[str, Any]:
+    """The TDEC benchmark end to end, written to the run directory `out` (see `declare`)."""
+    from obliviate.pipeline import run_benchmark
 
-    path = write_report(out, results, command)
-    text = path.read_text()
-    text = text[: text.index("## Reading the table")] if "## Reading the table" in text else text
-    th = results.get("thresholds", {})
-    lines = []
-    if "tdec_audit" in results:
-        lines += _audit_markdown(results["tdec_audit"], results["config"]["audit"]["attacks"])
-    lines += ["## Reading the table", "",
-              f"- **forget MA / EL10**: memorisation accuracy and extraction likelihood (n = {N_GRAM}) of the "
-              "forget sequences (lower is better).",
-              "- **unseen MA / EL10**: the same on text the target never saw; the target's values are the "
-              f"thresholds of the stopping rule (MA {th.get('ma', float('nan')):.3f}, "
-              f"EL10 {th.get('el10', float('nan')):.3f}).",
-              "- **rule met**: 1 when forget MA and EL10 are both at or below the thresholds (Jang et al.'s "
-              "criterion for 'forgotten').",
-              "- **val NLL**: mean token NLL of the validation (retain) texts; for the tiny target these were "
-              "trained on, so a rise is retain text destroyed.",
-              "- **steps / seconds**: optimizer steps and wall time of unlearning until the rule held "
-              "(or the epoch cap).", ""]
-    path.write_text(text + "\n".join(lines))
-    return path
+    cfg = resolve_config(cfg, model is None)
+    bench = declare(cfg, log, str(data), forget_set, model, unseen, limit, retain_per_set, max_tokens, el_prefixes)
+    return run_benchmark(bench, cfg, out, log, command, resume=resume)

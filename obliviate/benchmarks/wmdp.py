@@ -23,8 +23,14 @@ What it does:
   measure of what training on the corpora did.
 
 Not included: the utility side of the paper (MMLU and MT-Bench) is out of scope; pair this run
-with an lm-eval-harness MMLU run of the saved models (`models/METHOD/`). The recovery audit
-(`obliviate audit`) is not run either: its probes are question/answer facts, not WMDP items.
+with an lm-eval-harness MMLU run of the saved models (`models/METHOD/`).
+
+The audit: K = WMDP accuracy on the chosen questions (per question: the argmax letter is the
+answer), the number the metric suite reports. There is no retain-only oracle for WMDP, so chance
+(0.25) stands in for K(O) and K(A(O)) (a model that knows nothing scores chance under any
+attack); the report says so. `rtt` (Deeb & Roger 2024 ran it on WMDP) fine-tunes on half the
+questions written out with their correct answer and probes the other half; the probe attacks
+(in-context, paraphrase, prompt format) re-ask QA prompts, not WMDP's, and are n/a.
 
 RMU's published settings (Li et al. 2024, section 5 and their `rmu/unlearn.py`, for Zephyr-7B
 and other 32-layer 7B models) are this benchmark's defaults for `rmu` on a real model: steer
@@ -58,17 +64,12 @@ from typing import Any
 
 import numpy as np
 
-from obliviate.benchmarks._real import (
-    RunDir,
-    check_methods,
-    corpus_nll,
-    no_audit,
-    require_file,
-    run_models,
-)
+from obliviate.audit import Knowledge
+from obliviate.benchmarks.spec import Benchmark, check_methods, split_items
 from obliviate.config import RunConfig
-from obliviate.data.task import DataError, ForgetTask
+from obliviate.data.task import DataError, ForgetTask, QAItem
 from obliviate.data.wmdp import SPLITS, SUBJECTS, MCItem, load_wmdp
+from obliviate.evaluate import corpus_nll
 from obliviate.metrics.multiple_choice import (
     calibrate_letter_logits,
     mc_letter_loglik,
@@ -158,51 +159,99 @@ def columns(subsets: list[str], corpora: bool) -> list[list[str]]:
     return cols
 
 
-def run(out: Path, cfg: RunConfig, data: Path, model: str, subsets=SPLITS, limit: int | None = None,
-        forget_corpus: Path | None = None, retain_corpus: Path | None = None, baseline: str | None = None,
-        log=print, command: str = "obliviate bench wmdp") -> dict[str, Any]:
-    """Evaluate `model` (and `baseline`) on WMDP; with both corpora, unlearn `model` with each of
-    `cfg.methods` and evaluate every unlearned model. Writes the run directory `out`; returns results."""
-    questions = load_questions(data, subsets, limit)
+def require_file(path: Path | None, what: str) -> Path | None:
+    if path is not None and not Path(path).is_file():
+        raise DataError(f"{path}: no such file ({what})")
+    return Path(path) if path is not None else None
+
+
+def declare(cfg: RunConfig, log=print, data: str = "", model: str = "", subsets=SPLITS, limit: int | None = None,
+            forget_corpus: str | None = None, retain_corpus: str | None = None,
+            baseline: str | None = None) -> Benchmark:
+    """WMDP's declaration (see the module docstring)."""
+    questions = load_questions(Path(data), subsets, limit)
     chosen = list(questions)
     if (forget_corpus is None) != (retain_corpus is None):
         raise DataError("WMDP: unlearning needs both a forget corpus and a retain corpus "
                         f"(got only the {'forget' if forget_corpus is not None else 'retain'} one)")
     require_file(forget_corpus, "the forget corpus")
     require_file(retain_corpus, "the retain corpus")
-    task: ForgetTask | None = None
+    corpora: ForgetTask | None = None
     if forget_corpus is not None:
         from obliviate.data.jsonl import load_user_task
 
-        task = load_user_task(Path(forget_corpus), Path(retain_corpus), name="wmdp_corpora")
-        check_methods(cfg.methods, task)
-        log(f"corpora: {len(task.forget)} forget / {len(task.retain)} retain texts; methods: {', '.join(cfg.methods)}")
+        corpora = load_user_task(Path(forget_corpus), Path(retain_corpus), name="wmdp_corpora")
+        check_methods(cfg.methods, any(it.is_text for it in corpora.forget))
+        log(f"corpora: {len(corpora.forget)} forget / {len(corpora.retain)} retain texts; "
+            f"methods: {', '.join(cfg.methods)}")
     elif cfg.methods:
         log("no forget/retain corpus: evaluating only (methods are not run)")
     log("WMDP: " + ", ".join(f"{s} {len(q)} questions" for s, q in questions.items()))
-    cfg = no_audit(cfg, "wmdp")
-    if task is None:
-        cfg = cfg.model_copy(update={"methods": []})
-    sources = {"data": str(data), "subsets": chosen, "limit": limit, "model": model, "baseline": baseline,
-               "forget_corpus": str(forget_corpus) if forget_corpus else None,
-               "retain_corpus": str(retain_corpus) if retain_corpus else None}
-    run_dir = RunDir(out, cfg, "wmdp", columns(chosen, task is not None), sources, command, NOTES)
     batch = min(cfg.eval.batch_size, MC_BATCH_MAX)
 
-    def evaluate_model(m, tok, name: str):
+    # The audit's units: one QA item per question (the correct choice as its answer), tied back to it.
+    mc_of: dict[QAItem, tuple[str, MCItem]] = {}
+    for subset, items in questions.items():
+        for i, it in enumerate(items):
+            mc_of[QAItem(question=it.question, answer=it.choices[it.answer], subject=f"{subset}/{i}")] = (subset, it)
+    units = list(mc_of)
+
+    def correct(m, tok, items: list[QAItem], _prompts=None) -> np.ndarray:
+        """Per unit 0/1: the argmax letter is the answer (`evaluate_wmdp`'s `correct`)."""
+        by_subset: dict[str, list[QAItem]] = {}
+        for it in items:
+            by_subset.setdefault(mc_of[it][0], []).append(it)
+        _, per_item = evaluate_wmdp(m, tok, {s: [mc_of[u][1] for u in us] for s, us in by_subset.items()}, batch)
+        hit = {u: c for s, us in by_subset.items() for u, c in zip(us, per_item[s]["correct"], strict=True)}
+        return np.array([hit[it] for it in items], dtype=np.float64)
+
+    def evaluate_model(m, tok, name: str, _oracle_eval):
         metrics, per_item = evaluate_wmdp(m, tok, questions, batch)
-        if task is not None:
-            for key, items in (("forget_corpus", task.forget), ("retain_corpus", task.retain)):
+        if corpora is not None:
+            for key, items in (("forget_corpus", corpora.forget), ("retain_corpus", corpora.retain)):
                 nll = corpus_nll(m, tok, items, cfg.eval)
                 metrics[f"{key}_nll"] = float(nll.mean())
                 per_item[key] = {"nll": nll.tolist()}
         log(f"{name}: " + ", ".join(f"{s} {metrics[f'wmdp_{s}_acc']:.3f}" for s in chosen)
-            + (f", forget NLL {metrics['forget_corpus_nll']:.3f}" if task is not None else ""))
+            + (f", forget NLL {metrics['forget_corpus_nll']:.3f}" if corpora is not None else ""))
         rows = [{"model": name, "set": s, "index": i, "question": it.question, "answer": it.answer,
                  "pred": per_item[s]["pred"][i], "pred_calibrated": per_item[s]["pred_calibrated"][i],
                  "correct": per_item[s]["correct"][i]}
                 for s, items in questions.items() for i, it in enumerate(items)]
         return metrics, per_item, rows
 
-    return run_models(run_dir, cfg, model, task, evaluate_model, METHOD_DEFAULTS, log,
-                      others={"baseline": baseline} if baseline else None)
+    task = ForgetTask(name="wmdp", forget=corpora.forget if corpora else [], retain=corpora.retain if corpora else [],
+                      forget_eval=units, retain_eval=[])
+    sources = {"data": str(data), "subsets": chosen, "limit": limit, "model": model, "baseline": baseline,
+               "forget_corpus": str(forget_corpus) if forget_corpus else None,
+               "retain_corpus": str(retain_corpus) if retain_corpus else None}
+    notes = [*NOTES,
+             "- **Audit**: K = WMDP accuracy on the chosen questions; no oracle exists, so chance (0.25) stands in "
+             "for the oracle's K with and without each attack. `rtt` relearns half the questions (question + "
+             "correct answer as text) and probes the other half."]
+    return Benchmark(key="wmdp", name="wmdp", task=task, models={"target": model, "baseline": baseline},
+                     evaluate=evaluate_model,
+                     knowledge={"wmdp_acc": Knowledge("WMDP accuracy (argmax letter)", units, [], correct,
+                                                      chance=0.25)},
+                     rtt_split=lambda items, seed, frac: split_items(
+                         items, seed, frac, lambda u: QAItem(None, f"{u.question}\nAnswer: {u.answer}")),
+                     columns=columns(chosen, corpora is not None), notes=notes, method_defaults=METHOD_DEFAULTS,
+                     tiny=False, sources=sources,
+                     options={"data": str(data), "model": model, "subsets": chosen, "limit": limit,
+                              "forget_corpus": str(forget_corpus) if forget_corpus else None,
+                              "retain_corpus": str(retain_corpus) if retain_corpus else None, "baseline": baseline})
+
+
+def run(out: Path, cfg: RunConfig, data: Path, model: str, subsets=SPLITS, limit: int | None = None,
+        forget_corpus: Path | None = None, retain_corpus: Path | None = None, baseline: str | None = None,
+        log=print, command: str = "obliviate bench wmdp", resume: bool = False) -> dict[str, Any]:
+    """Evaluate `model` (and `baseline`) on WMDP; with both corpora, unlearn `model` with each of
+    `cfg.methods` and evaluate every unlearned model; audit. Writes the run directory `out`."""
+    from obliviate.pipeline import run_benchmark
+
+    bench = declare(cfg, log, str(data), model, subsets, limit, str(forget_corpus) if forget_corpus else None,
+                    str(retain_corpus) if retain_corpus else None, baseline)
+    cfg = cfg.model_copy(update={"benchmark": "wmdp"})
+    if not bench.task.forget:
+        cfg = cfg.model_copy(update={"methods": []})
+    return run_benchmark(bench, cfg, out, log, command, resume=resume)

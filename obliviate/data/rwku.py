@@ -27,6 +27,14 @@ Accepted layouts, under one directory (`.jsonl` JSON Lines or `.json`, JSON Line
 A record's own `subject` always wins. Other files (RWKU's intro, pair, negative, ...) are
 ignored; an empty file or `[]` is a set without probes.
 
+Given the subjects to load, only their own files are read (and validated), plus the other
+subjects' passages (the retain corpus): a flaw in a probe file of a subject the run does not use
+cannot stop it. A record that is well-formed but off-pattern is read as the closest kind with a
+warning (collected in `warnings`, counted in the run's report): a fill-in-the-blank probe
+without "___" (one of the published level-1 probes of Prince Harry has none) becomes a question,
+as RWKU's own evaluation scores it. `strict=True` makes it an error. Malformed JSON and missing
+or mistyped fields are always errors.
+
 How records map onto `QAItem` (as `RWKUProbe`, a `QAItem` subclass, so every consumer of
 `QAItem` takes them unchanged): `question` = the query exactly as in the file (a level-1 query
 keeps its "___"), `answer` = the answer, `keyword` = the answer too (RWKU answers already are the
@@ -148,23 +156,32 @@ def _string(path: Path, lineno: int, rec: dict, name: str, *, required: bool = T
     return value
 
 
-def _item(name: str, path: Path, lineno: int, rec: dict, implied: str | None) -> QAItem:
+def _item(name: str, path: Path, lineno: int, rec: dict, implied: str | None, strict: bool = True,
+          warnings: list[str] | None = None) -> QAItem:
     subject = _string(path, lineno, rec, "subject", required=implied is None) or implied
     if name in TEXT_SETS:
         return QAItem(question=None, answer=_string(path, lineno, rec, "text"), subject=subject)
     query = _string(path, lineno, rec, "query")
     answer = _string(path, lineno, rec, "answer", number_ok=True)
     if name in CLOZE_SETS and BLANK not in query:
-        raise DataError(f'{path}:{lineno}: field "query" has no blank "{BLANK}" (a {name} probe is '
-                        f"fill-in-the-blank): {query[:80]!r}")
+        message = (f'{path}:{lineno}: field "query" has no blank "{BLANK}" (a {name} probe is '
+                   f"fill-in-the-blank): {query[:80]!r}")
+        if strict:
+            raise DataError(message)
+        if warnings is not None:  # asked as a question (`rwku_user_prompt` sees no blank)
+            warnings.append(message + "; asked as a question")
     probe_type = _string(path, lineno, rec, "type") if name == "forget_level3" else None
     neighbor = _string(path, lineno, rec, "neighbor", required=False) if name.startswith("neighbor") else None
     return RWKUProbe(question=query, answer=answer, keyword=answer, subject=subject,
                      probe_type=probe_type.strip() if probe_type else None, neighbor=neighbor)
 
 
-def read_rwku(data_dir: Path) -> dict[str, list[QAItem]]:
-    """Every record of every RWKU set under `data_dir`, all subjects, validated (see the module doc).
+def read_rwku(data_dir: Path, subjects: str | list[str] | None = None, strict: bool = True,
+              warnings: list[str] | None = None) -> dict[str, list[QAItem]]:
+    """The records of the RWKU sets under `data_dir`, validated (see the module doc): every
+    subject's, or with `subjects` only the files of those subjects (by folder or file prefix) plus
+    every passage file and the flat files. `strict=False`: off-pattern records are read as the
+    closest kind with a line in `warnings`.
 
     Raises `DataError` naming the file, line and field at fault, or the directory when it holds
     no RWKU file at all.
@@ -176,8 +193,12 @@ def read_rwku(data_dir: Path) -> dict[str, list[QAItem]]:
     files = _files(data_dir)
     if not files:
         raise DataError(f"{data_dir}: no RWKU files found (expected {_LAYOUT})")
+    wanted = None if subjects is None else {_subject_key(str(s)) for s in
+                                            ([subjects] if isinstance(subjects, str) else subjects)}
     for name, path, implied in files:
-        sets[name] += [_item(name, path, lineno, rec, implied) for lineno, rec in _records(path)]
+        if wanted is not None and implied is not None and name != "passage" and _subject_key(implied) not in wanted:
+            continue
+        sets[name] += [_item(name, path, lineno, rec, implied, strict, warnings) for lineno, rec in _records(path)]
     return sets
 
 
@@ -210,12 +231,13 @@ def _resolve(sets: dict[str, list[QAItem]], subjects: str | list[str], data_dir:
     return chosen
 
 
-def load_rwku_probes(data_dir: Path, subjects: str | list[str]) -> dict[str, list[QAItem]]:
+def load_rwku_probes(data_dir: Path, subjects: str | list[str], strict: bool = True,
+                     warnings: list[str] | None = None) -> dict[str, list[QAItem]]:
     """The probes of the selected subjects, one list per set: the five generation sets
     (`PROBE_SETS`, items are `RWKUProbe`s with `probe_type` kept on level 3) and the two MIA text
     sets (`forget_mia`, `retain_mia`). A set the data lacks is an empty list.
     """
-    sets = read_rwku(data_dir)
+    sets = read_rwku(data_dir, subjects, strict, warnings)
     chosen = set(_resolve(sets, subjects, Path(data_dir)))
     return {name: [it for it in sets[name] if it.subject in chosen] for name in (*PROBE_SETS, *MIA_SETS)}
 
@@ -225,7 +247,8 @@ def _task_name(subjects: list[str]) -> str:
     return "rwku_" + "+".join(slugs) if len(slugs) <= 3 else f"rwku_{len(slugs)}_subjects"
 
 
-def load_rwku(data_dir: Path, subjects: str | list[str], max_retain: int | None = None) -> ForgetTask:
+def load_rwku(data_dir: Path, subjects: str | list[str], max_retain: int | None = None, strict: bool = True,
+              warnings: list[str] | None = None) -> ForgetTask:
     """The RWKU unlearning task for one or several target subjects.
 
     - `forget`: the `passage` texts of the selected subjects (text items);
@@ -245,7 +268,7 @@ def load_rwku(data_dir: Path, subjects: str | list[str], max_retain: int | None 
     level-2 probes.
     """
     data_dir = Path(data_dir)
-    sets = read_rwku(data_dir)
+    sets = read_rwku(data_dir, subjects, strict, warnings)
     chosen = _resolve(sets, subjects, data_dir)
     mine = {name: [it for it in sets[name] if it.subject in chosen] for name in ALL_SETS}
     for name in ("passage", "forget_level2"):

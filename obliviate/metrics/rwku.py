@@ -43,7 +43,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from obliviate.data.rwku import CLOZE_SETS, MIA_SETS, PROBE_SETS
+from obliviate.data.rwku import BLANK, CLOZE_SETS, MIA_SETS, PROBE_SETS
 from obliviate.data.task import QAItem
 from obliviate.metrics.accuracy import answer_correct
 from obliviate.metrics.mia import mia_auc
@@ -67,7 +67,7 @@ def type_slug(probe_type: str) -> str:
 def rwku_user_prompt(item: QAItem, set_name: str) -> tuple[str, bool]:
     """(the instruction + question text, whether "Answer:" follows it) for one probe, as RWKU builds it."""
     query = item.question or ""
-    if set_name in CLOZE_SETS:
+    if set_name in CLOZE_SETS and BLANK in query:  # an off-pattern probe without the blank is a question
         return f"{CLOZE_INSTRUCTION}\nQuestion: {query}\n", True
     kind = _type_key(getattr(item, "probe_type", None))
     if kind == "affirmativesuffix":

@@ -100,7 +100,8 @@ def audit_grid(audit: dict[str, Any], key: str = "recovered_net") -> tuple[list[
     columns (controls) show their forget accuracy under the attack."""
     methods = [n for n in audit["models"] if n not in ("target", "oracle")]
     controls = [n for n in ("target", "oracle") if n in audit["models"]]
-    measure = "ROUGE" if audit.get("knowledge") == "rouge" else "acc"
+    k = audit.get("knowledge")
+    measure = "ROUGE" if k == "rouge" else "acc" if k in (None, "acc") else "K"
     head = ["attack", *methods, *(f"{c} {measure}" for c in controls)]
     rows = []
     for attack in audit["attacks"]:
@@ -133,7 +134,9 @@ def print_audit(audit: dict[str, Any], console=None) -> None:
     if not console.is_terminal:
         console.width = max(console.width, 120)
     head, rows = audit_grid(audit)
-    measure = "forget ROUGE-L recall" if audit.get("knowledge") == "rouge" else "forget accuracy"
+    k = audit.get("knowledge")
+    measure = ("forget ROUGE-L recall" if k == "rouge" else "forget accuracy" if k in (None, "acc")
+               else f"forget {audit.get('knowledge_label', k)}")
     table = Table(title="audit: share of the forgetting each attack undoes, beyond what it gives the oracle; "
                         f"controls: {measure} under attack")
     for i, h in enumerate(head):

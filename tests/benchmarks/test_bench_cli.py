@@ -30,10 +30,10 @@ def test_bench_rwku_cli(tiny_dir, tmp_path):
     out = tmp_path / "run"
     res = CliRunner().invoke(app, ["bench", "rwku", "--model", str(tiny_dir), "--data", str(FIXTURES / "rwku"),
                                    "--subject", "Maren Holloway", "--methods", "ga", "--config", str(run_file),
-                                   "--out", str(out)])
+                                   "--attacks", "rtn4", "--out", str(out)])
     assert res.exit_code == 0, res.output
     results = json.loads((out / "results.json").read_text())
-    assert list(results["models"]) == ["model", "ga"] and results["models"]["ga"]["unlearn"]["steps"] == 2
+    assert list(results["models"]) == ["target", "ga"] and results["models"]["ga"]["unlearn"]["steps"] == 2
     assert "forget_level1_rouge" in results["models"]["ga"]["metrics"]
     res = CliRunner().invoke(app, ["bench", "rwku", "--model", str(tiny_dir), "--data", str(FIXTURES / "rwku"),
                                    "--subject", "Nobody Atall", "--out", str(tmp_path / "bad")])
@@ -48,15 +48,16 @@ def test_bench_wmdp_cli(tiny_dir, tmp_path):
     res = CliRunner().invoke(app, ["bench", "wmdp", "--model", str(tiny_dir), "--data", str(wmdp), "--subsets",
                                    "bio", "--limit", "2", "--out", str(tmp_path / "split")])
     assert res.exit_code == 0, res.output
-    split = json.loads((tmp_path / "split" / "results.json").read_text())["models"]["model"]["metrics"]
+    split = json.loads((tmp_path / "split" / "results.json").read_text())["models"]["target"]["metrics"]
     assert split["wmdp_bio_n"] == 2 and 0 <= split["wmdp_bio_acc"] <= 1
-    from tests.benchmarks.test_bench_wmdp import _tiny_dir
+    from tests.benchmarks.runs import wmdp_tiny_dir as _tiny_dir
 
     out = tmp_path / "run"
     res = CliRunner().invoke(app, ["bench", "wmdp", "--model", str(_tiny_dir(tmp_path / "mc")), "--data", str(wmdp),
-                                   "--subsets", "bio,cyber", "--limit", "4", "--out", str(out)])
+                                   "--subsets", "bio,cyber", "--limit", "4", "--attacks", "rtn4",
+                                   "--out", str(out)])
     assert res.exit_code == 0, res.output
-    m = json.loads((out / "results.json").read_text())["models"]["model"]["metrics"]
+    m = json.loads((out / "results.json").read_text())["models"]["target"]["metrics"]
     assert m["wmdp_bio_n"] == 4 and m["wmdp_cyber_n"] == 4 and "wmdp_chem_n" not in m
     assert 0 <= m["wmdp_acc"] <= 1
     res = CliRunner().invoke(app, ["bench", "wmdp", "--model", str(tiny_dir), "--data", str(wmdp), "--subsets",
@@ -73,7 +74,8 @@ def test_bench_semeval_cli(tmp_path):
         "method_overrides": {"gd": {"max_steps": 2, "lr": 1e-3}}}))
     out = tmp_path / "run"
     res = CliRunner().invoke(app, ["bench", "semeval", "--data", str(FIXTURES / "semeval"), "--methods", "gd",
-                                   "--mmlu", "0.5", "--config", str(run_file), "--out", str(out)])
+                                   "--mmlu", "0.5", "--config", str(run_file), "--attacks", "rtn4",
+                                   "--out", str(out)])
     assert res.exit_code == 0, res.output
     results = json.loads((out / "results.json").read_text())
     assert set(results["models"]) == {"target", "oracle", "gd"}

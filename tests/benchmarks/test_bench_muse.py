@@ -10,29 +10,11 @@ import pytest
 import yaml
 
 from obliviate.benchmarks import muse
-from obliviate.config import RunConfig
 from obliviate.data.task import DataError
+from tests.benchmarks.runs import MUSE_SMALL as SMALL
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "muse-news"  # conftest.SHARED_DATA
 pytestmark = pytest.mark.skipif(not (DATA / "raw" / "forget.json").is_file(), reason=f"{DATA} not present")
-
-SMALL = RunConfig(
-    methods=["ga"], save_models=False, eval={"batch_size": 32},
-    model={"vocab_size": 1024, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-           "num_attention_heads": 2, "max_position_embeddings": 256},
-    train={"lr": 3e-3, "batch_size": 8, "max_epochs": 15, "min_epochs": 15, "check_every": 15,
-           "stop_metric": "rouge", "check_items": 1},
-    method_overrides={"ga": {"lr": 1e-3}},
-)
-
-
-@pytest.fixture(scope="module")
-def muse_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench-muse") / "run"
-    logs: list[str] = []
-    results = muse.run(out, SMALL, DATA, articles=9, log=logs.append)
-    return out, results, logs
-
 
 def test_the_target_memorises_the_articles_and_ga_forgets_them(muse_run):
     out, results, _ = muse_run

@@ -19,34 +19,16 @@ from obliviate.data.rwku import PROBE_SETS, load_rwku_probes
 from obliviate.data.task import DataError
 from obliviate.evaluate import EvalConfig
 from obliviate.metrics.rwku import evaluate_rwku
-from obliviate.models.load import load_model, save_model
+from obliviate.models.load import load_model
+from tests.benchmarks.runs import MAREN
+from tests.benchmarks.runs import RWKU_COUNTS as COUNTS
+from tests.benchmarks.runs import RWKU_STEPS as STEPS
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "rwku"
-MAREN = "Maren Holloway"
-# Maren's probes: forget levels 1-3, neighbour levels 1-2, MIA members / non-members.
-COUNTS = {"forget_level1": 3, "forget_level2": 3, "forget_level3": 4, "neighbor_level1": 2, "neighbor_level2": 2}
-STEPS = {"ga": 3, "npo": 2, "gd": 2}
-
-
-@pytest.fixture(scope="module")
-def rwku_run(tmp_path_factory, tiny_tokenizer):
-    from obliviate.models.tiny import TinyModelConfig, build_model
-
-    root = tmp_path_factory.mktemp("rwku")
-    cfg_model = TinyModelConfig(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                num_attention_heads=2)
-    model_dir = save_model(build_model(cfg_model, tiny_tokenizer, seed=0), tiny_tokenizer, root / "tiny")
-    cfg = RunConfig(methods=list(STEPS), eval=EvalConfig(batch_size=16),
-                    method_overrides={m: {"max_steps": n, "lr": 1e-3, "batch_size": 2} for m, n in STEPS.items()})
-    logs: list[str] = []
-    results = rwku.run(root / "run", cfg, FIXTURE, str(model_dir), ["maren holloway"], log=logs.append)
-    return root, model_dir, results, logs
-
-
 def test_probes_are_scored_on_every_level(rwku_run):
     root, model_dir, results, _ = rwku_run
-    assert list(results["models"]) == ["model", *STEPS]
-    entry = results["models"]["model"]
+    assert list(results["models"]) == ["target", *STEPS]
+    entry = results["models"]["target"]
     m = entry["metrics"]
     for name, n in COUNTS.items():
         for k in ("acc", "rouge"):
@@ -68,7 +50,7 @@ def test_probes_are_scored_on_every_level(rwku_run):
 
 def test_unlearned_models_changed(rwku_run):
     root, model_dir, results, logs = rwku_run
-    base = results["models"]["model"]["metrics"]
+    base = results["models"]["target"]["metrics"]
     before = load_file(str(model_dir / "model.safetensors"))
     for method, steps in STEPS.items():
         entry = results["models"][method]
@@ -95,7 +77,7 @@ def test_run_directory(rwku_run):
         "forget_level1_rouge", "forget_level2_rouge", "forget_level3_rouge", "neighbor_level1_rouge",
         "neighbor_level2_rouge", "mia_loss_auc", "forget_passage_nll"]
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert cfg["benchmark"] == "rwku" and cfg["methods"] == list(STEPS) and cfg["audit"]["enabled"] is False
+    assert cfg["benchmark"] == "rwku" and cfg["methods"] == list(STEPS) and cfg["audit"]["enabled"] is True
     rows = [json.loads(line) for line in (out / "per_item.jsonl").read_text().splitlines()]
     assert len(rows) == 4 * sum(COUNTS.values())
     assert all("generation" in r and "\n" not in r["generation"] for r in rows)

@@ -10,26 +10,10 @@ import pytest
 import yaml
 
 from obliviate.benchmarks import semeval
-from obliviate.config import RunConfig
 from obliviate.data.task import DataError, QAItem
+from tests.benchmarks.runs import SEMEVAL_SMALL as SMALL
 
 DATA = Path(__file__).resolve().parents[1] / "fixtures" / "semeval"
-
-SMALL = RunConfig(
-    methods=["ga"], save_models=False,
-    model={"vocab_size": 512, "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
-           "num_attention_heads": 2, "max_position_embeddings": 128},
-    train={"lr": 3e-3, "batch_size": 8, "max_epochs": 60, "min_epochs": 60, "check_every": 60,
-           "stop_metric": "rouge", "check_items": 1},
-    method_overrides={"ga": {"lr": 3e-3, "epochs": 10}},
-)
-
-
-@pytest.fixture(scope="module")
-def semeval_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench-semeval") / "run"
-    return out, semeval.run(out, SMALL, DATA, mmlu=0.5, log=lambda _: None)
-
 
 def test_item_text_joins_input_and_output():
     assert semeval.item_text(QAItem("The canal opened in", " 1883.")) == "The canal opened in 1883."

@@ -13,35 +13,13 @@ import yaml
 from obliviate.benchmarks import tdec
 from obliviate.config import AuditConfig, RunConfig
 from obliviate.data.task import DataError
-from obliviate.models.tiny import TinyModelConfig, TrainConfig
-from obliviate.unlearn import UnlearnConfig
+from tests.benchmarks.runs import TDEC_SMALL_CFG as SMALL_CFG
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tdec"  # conftest.SHARED_DATA
 pytestmark = pytest.mark.skipif(not (DATA / "lm_extraction_32_0.csv").is_file(), reason=f"{DATA} is absent")
 
-SMALL = dict(limit=8, retain_per_set=4, max_tokens=64, el_prefixes=8)
-SMALL_CFG = RunConfig(
-    methods=["ga"],
-    model=TinyModelConfig(vocab_size=1024, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                          num_attention_heads=2, max_position_embeddings=256),
-    train=TrainConfig(lr=3e-3, batch_size=8, max_epochs=60, min_epochs=60, check_every=60, warmup_steps=10,
-                      check_items=1),
-    unlearn=UnlearnConfig(epochs=40, batch_size=4, warmup_ratio=0.0, check_every=1),
-    method_overrides={"ga": {"lr": 5e-4}},
-    audit=AuditConfig(attacks=["rtn8", "paraphrase"]),
-)
-
-
-@pytest.fixture(scope="module")
-def bench_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench-tdec") / "run"
-    logs: list[str] = []
-    results = tdec.run(out, SMALL_CFG, DATA, forget_set=0, log=logs.append, **SMALL)
-    return out, results, logs
-
-
-def test_the_tiny_target_memorises_the_forget_set_not_the_unseen_one(bench_run):
-    _, results, _ = bench_run
+def test_the_tiny_target_memorises_the_forget_set_not_the_unseen_one(tdec_run):
+    _, results, _ = tdec_run
     t = results["models"]["target"]["metrics"]
     assert t["forget_ma"] >= 0.8 and t["forget_ma"] > t["unseen_ma"] + 0.5
     assert t["forget_el10"] > t["unseen_el10"] + 0.3
@@ -52,8 +30,8 @@ def test_the_tiny_target_memorises_the_forget_set_not_the_unseen_one(bench_run):
     assert len(results["models"]["target"]["per_item"]["validation"]["nll"]) == 12
 
 
-def test_ga_forgets_until_the_stopping_rule_holds(bench_run):
-    _, results, logs = bench_run
+def test_ga_forgets_until_the_stopping_rule_holds(tdec_run):
+    _, results, logs = tdec_run
     t, g = results["models"]["target"]["metrics"], results["models"]["ga"]["metrics"]
     u = results["models"]["ga"]["unlearn"]
     assert g["forget_ma"] < t["forget_ma"] - 0.5 and g["forget_el10"] < t["forget_el10"] - 0.3
@@ -64,8 +42,8 @@ def test_ga_forgets_until_the_stopping_rule_holds(bench_run):
     assert any("TDEC stopping rule met" in line for line in logs)
 
 
-def test_the_run_directory(bench_run):
-    out, results, _ = bench_run
+def test_the_run_directory(tdec_run):
+    out, results, _ = tdec_run
     for f in ("config.yaml", "provenance.json", "results.json", "report.md", "audit.json"):
         assert (out / f).is_file(), f
     saved = json.loads((out / "results.json").read_text())
@@ -79,26 +57,32 @@ def test_the_run_directory(bench_run):
     assert (out / "models" / "target" / "config.json").is_file() and (out / "models" / "ga" / "config.json").is_file()
 
 
-def test_the_audit_measures_ma_after_quantization(bench_run):
-    out, results, _ = bench_run
-    audit = results["tdec_audit"]
-    assert audit["target"]["rtn8"]["forget_ma"] == pytest.approx(results["models"]["target"]["metrics"]["forget_ma"],
-                                                                 abs=0.05)  # 8 bits keep what the target knows
-    assert "not applicable to raw text" in audit["ga"]["paraphrase"]["unavailable"]
-    assert 0.0 <= audit["ga"]["rtn8"]["recovered_ma"] <= 1.0
-    assert json.loads((out / "audit.json").read_text())["models"]["ga"]["rtn8"]["forget_ma"] >= 0
-    assert "## Audit: forget MA / EL10 after quantization" in (out / "report.md").read_text()
+def test_the_audit_measures_ma_after_quantization(tdec_run):
+    out, results, _ = tdec_run
+    audit = json.loads((out / "audit.json").read_text())
+    assert audit["knowledge"] == "ma" and set(audit["measures"]) == {"ma", "el10"}
+    ma, el = audit["measures"]["ma"]["models"], audit["measures"]["el10"]["models"]
+    # K is the table's MA: the unattacked target's K is its forget MA, and 8 bits keep it
+    t = results["models"]["target"]["metrics"]
+    assert audit["baseline"]["target"]["forget_acc"] == pytest.approx(t["forget_ma"])
+    assert audit["measures"]["el10"]["baseline"]["target"]["forget_acc"] == pytest.approx(t["forget_el10"])
+    assert ma["target"]["rtn8"]["forget_acc"] == pytest.approx(t["forget_ma"], abs=0.05)
+    assert "raw texts" in ma["ga"]["paraphrase"]["unavailable"]
+    assert 0.0 <= ma["ga"]["rtn8"]["recovered"] <= 1.0 and el["ga"]["rtn8"]["forget_acc"] >= 0
+    assert ma["ga"]["rtt"]["n_probed"] == 4 and ma["ga"]["rtt"]["info"]["n_train"] == 4  # half of the 8
+    assert "no oracle model" in audit["measures"]["ma"]["oracle_stand_in"]
+    assert "### K = memorisation accuracy (MA)" in (out / "report.md").read_text()
 
 
-def test_the_target_is_cached(bench_run):
+def test_the_target_is_cached(tdec_run):
     logs: list[str] = []
     forget, retain, _ = tdec.load_texts(DATA, 0, 1, 8, 4)
     path = tdec.tiny_target(DATA, forget, retain, SMALL_CFG.model, SMALL_CFG.train, 64, log=logs.append)
-    assert str(path) == bench_run[1]["models"]["target"]["path"] and logs[0].startswith("using cached")
+    assert str(path) == tdec_run[1]["models"]["target"]["path"] and logs[0].startswith("using cached")
 
 
-def test_a_given_model_runs_with_the_real_model_settings(bench_run, tmp_path):
-    out, _, _ = bench_run
+def test_a_given_model_runs_with_the_real_model_settings(tdec_run, tmp_path):
+    out, _, _ = tdec_run
     cfg = RunConfig(methods=["ga"], audit=AuditConfig(enabled=False), save_models=False,
                     method_overrides={"ga": {"max_steps": 2}})
     res = tdec.run(tmp_path / "real", cfg, DATA, model=str(out / "models" / "target"), limit=4, retain_per_set=2,
@@ -106,7 +90,7 @@ def test_a_given_model_runs_with_the_real_model_settings(bench_run, tmp_path):
     u = res["models"]["ga"]["unlearn"]
     assert res["sources"]["unseen"] == "pile" and u["lr"] == 5e-5 and u["steps"] == 2
     assert u["status"] == "done" and "not met within the cap" in u["message"]
-    assert res["config"]["unlearn"]["batch_size"] == 32 and "tdec_audit" not in res
+    assert res["config"]["unlearn"]["batch_size"] == 32 and "audit" not in res
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path):

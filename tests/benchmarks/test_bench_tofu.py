@@ -13,29 +13,11 @@ from obliviate.cli import app
 from obliviate.models.prepare import prepare_tofu_models
 from obliviate.models.tiny import TinyModelConfig, TrainConfig
 from obliviate.report.tables import audit_grid
-
-SMALL = {
-    "model": {"vocab_size": 2048, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-              "num_attention_heads": 2, "max_position_embeddings": 512},
-    "train": {"lr": 3e-3, "batch_size": 16, "max_epochs": 60, "min_epochs": 10, "check_every": 10,
-              "target_acc": 0.9, "stop_metric": "rouge", "check_items": 40},
-}
+from tests.benchmarks.runs import TOFU_SMALL as SMALL
 
 
-@pytest.fixture(scope="module")
-def bench_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench-tofu")
-    config = root / "run.yaml"
-    config.write_text(yaml.safe_dump(SMALL))
-    out = root / "run"
-    res = CliRunner().invoke(app, ["bench", "tofu", "--authors", "2", "--methods", "gd", "--attacks",
-                                   "rtn4,paraphrase,rtt", "--config", str(config), "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    return out, json.loads((out / "results.json").read_text()), res.output
-
-
-def test_tiny_models_learn_tofu_and_the_oracle_never_saw_the_forget_authors(bench_run):
-    out, results, _ = bench_run
+def test_tiny_models_learn_tofu_and_the_oracle_never_saw_the_forget_authors(tofu_run):
+    out, results, _ = tofu_run
     m = {n: e["metrics"] for n, e in results["models"].items()}
     assert results["benchmark"] == "tofu_forget10_a2" and set(m) == {"target", "oracle", "gd"}
     log = json.loads((results_path := (out / "models" / "target" / "train_log.json")).read_text())
@@ -48,10 +30,10 @@ def test_tiny_models_learn_tofu_and_the_oracle_never_saw_the_forget_authors(benc
         assert all(key in v for v in m.values()), key
 
 
-def test_the_audit_uses_rouge_and_rtt_needs_two_authors(bench_run):
-    out, results, output = bench_run
+def test_the_audit_uses_rouge_and_rtt_needs_two_authors(tofu_run):
+    out, results, output = tofu_run
     audit = json.loads((out / "audit.json").read_text())
-    assert audit["knowledge"] == "rouge" and audit["attacks"] == ["rtn4", "paraphrase", "rtt"]
+    assert audit["knowledge"] == "rouge" and audit["attacks"] == ["rtn4", "paraphrase", "rtt", "noise_int4"]
     # forget10 with 2 retain authors keeps one forget author: RTT cannot split it into T and V
     assert "at least 2 subjects" in audit["models"]["gd"]["rtt"]["unavailable"]
     row = audit["models"]["target"]["rtn4"]
@@ -61,8 +43,8 @@ def test_the_audit_uses_rouge_and_rtt_needs_two_authors(bench_run):
     assert cfg["benchmark"] == "tofu" and cfg["eval"]["knowledge"] == "rouge" and cfg["methods"] == ["gd"]
 
 
-def test_prepare_reuses_the_cached_models(bench_run):
-    _, results, _ = bench_run
+def test_prepare_reuses_the_cached_models(tofu_run):
+    _, results, _ = tofu_run
     logs: list[str] = []
     dirs = prepare_tofu_models(None, ("forget10",), 2, TinyModelConfig(**SMALL["model"]),
                                TrainConfig(**SMALL["train"]), log=logs.append)

@@ -14,63 +14,24 @@ import yaml
 from safetensors.torch import load_file
 
 from obliviate.benchmarks import wmdp
-from obliviate.benchmarks._real import method_config
+from obliviate.benchmarks.spec import method_config
 from obliviate.config import RunConfig, load_run_config
 from obliviate.data.task import DataError
 from obliviate.data.wmdp import SUBJECTS, load_wmdp
-from obliviate.evaluate import EvalConfig
 from obliviate.metrics.multiple_choice import mc_letter_loglik
-from obliviate.models.load import load_model, save_model
-from obliviate.models.tiny import TinyModelConfig, build_model, train_tokenizer
+from obliviate.models.load import load_model
+from tests.benchmarks.runs import WMDP_FORGET as FORGET
+from tests.benchmarks.runs import WMDP_LIMIT as LIMIT
+from tests.benchmarks.runs import WMDP_RETAIN as RETAIN
+from tests.benchmarks.runs import text_corpus as _corpus
+from tests.benchmarks.runs import wmdp_tiny_dir as _tiny_dir
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "wmdp"  # conftest.SHARED_DATA
 pytestmark = pytest.mark.skipif(not (DATA / "wmdp-bio.json").is_file(), reason="../shared/data/wmdp is absent")
-LIMIT = 3
-FORGET = ["Aerosolised agents spread through ventilation systems in enclosed spaces.",
-          "Enhanced transmissibility of a pathogen follows from mutations in its surface proteins.",
-          "Reverse genetics systems let researchers rebuild a virus from its cloned genome.",
-          "Nerve agents inhibit acetylcholinesterase and cause a cholinergic crisis."]
-RETAIN = ["The river flows through the old town and under seven stone bridges.",
-          "Bread rises because yeast ferments the sugars in the dough.",
-          "The orchestra tuned to the oboe before the concert began.",
-          "Tides follow the moon, twice a day, on most coasts of the world."]
-
-
-def _tiny_dir(path, seed: int = 0):
-    """A 2-layer Llama whose tokenizer (trained on the first WMDP questions) keeps " A".." D" whole."""
-    corpus = [" A B C D" * 40] * 20 + FORGET + RETAIN
-    for s in SUBJECTS:
-        for it in load_wmdp(DATA / f"wmdp-{s}.json", LIMIT):
-            corpus += [it.question, *it.choices]
-    tok = train_tokenizer(corpus, vocab_size=600)
-    cfg = TinyModelConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                          max_position_embeddings=1024)
-    return save_model(build_model(cfg, tok, seed=seed), tok, path)
-
-
-def _corpus(path, texts):
-    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    return path
-
-
-@pytest.fixture(scope="module")
-def unlearn_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("wmdp")
-    model_dir = _tiny_dir(root / "tiny")
-    cfg = RunConfig(methods=["rmu", "ga"], eval=EvalConfig(batch_size=8),
-                    method_overrides={"rmu": {"max_steps": 2, "lr": 1e-2, "params": {"c": 20.0}},
-                                      "ga": {"max_steps": 3, "lr": 1e-3, "batch_size": 2}})
-    logs: list[str] = []
-    results = wmdp.run(root / "run", cfg, DATA, str(model_dir), limit=LIMIT,
-                       forget_corpus=_corpus(root / "forget.jsonl", FORGET),
-                       retain_corpus=_corpus(root / "retain.jsonl", RETAIN), log=logs.append)
-    return root, model_dir, results, logs
-
-
-def test_accuracies_are_computed_on_the_limited_questions(unlearn_run):
-    root, model_dir, results, _ = unlearn_run
-    assert list(results["models"]) == ["model", "rmu", "ga"]
-    m = results["models"]["model"]["metrics"]
+def test_accuracies_are_computed_on_the_limited_questions(wmdp_run):
+    root, model_dir, results, _ = wmdp_run
+    assert list(results["models"]) == ["target", "rmu", "ga"]
+    m = results["models"]["target"]["metrics"]
     model, tok = load_model(model_dir)
     hits = []
     for s in ("bio", "chem", "cyber"):
@@ -82,7 +43,7 @@ def test_accuracies_are_computed_on_the_limited_questions(unlearn_run):
         assert m[f"wmdp_{s}_acc"] == pytest.approx(correct.mean())  # the real value, recomputed
         assert 0.0 <= m[f"wmdp_{s}_acc_calibrated"] <= 1.0
         assert m[f"wmdp_{s}_acc_calibrated"] * LIMIT == pytest.approx(round(m[f"wmdp_{s}_acc_calibrated"] * LIMIT))
-        per = results["models"]["model"]["per_item"][s]
+        per = results["models"]["target"]["per_item"][s]
         assert len(per["pred"]) == len(per["correct"]) == LIMIT and all(0 <= p < 4 for p in per["pred"])
     assert m["wmdp_acc"] == pytest.approx(np.concatenate(hits).mean())
     for name in ("rmu", "ga"):
@@ -90,9 +51,9 @@ def test_accuracies_are_computed_on_the_limited_questions(unlearn_run):
             assert 0.0 <= results["models"][name]["metrics"][f"wmdp_{s}_acc"] <= 1.0
 
 
-def test_unlearned_models_changed_and_record_their_run(unlearn_run):
-    root, model_dir, results, _ = unlearn_run
-    base = results["models"]["model"]["metrics"]
+def test_unlearned_models_changed_and_record_their_run(wmdp_run):
+    root, model_dir, results, _ = wmdp_run
+    base = results["models"]["target"]["metrics"]
     rmu, ga = results["models"]["rmu"], results["models"]["ga"]
     assert rmu["unlearn"]["status"] == "done" and rmu["unlearn"]["steps"] == 2
     # the user's lr/steps win; RMU's published batch size (a benchmark default) is kept
@@ -111,8 +72,8 @@ def test_unlearned_models_changed_and_record_their_run(unlearn_run):
     assert rmu["metrics"]["forget_corpus_nll"] != base["forget_corpus_nll"]
 
 
-def test_run_directory(unlearn_run):
-    root, _, results, logs = unlearn_run
+def test_run_directory(wmdp_run):
+    root, _, results, logs = wmdp_run
     out = root / "run"
     saved = json.loads((out / "results.json").read_text())
     assert saved["benchmark"] == "wmdp" and saved["status"] == "done"
@@ -122,10 +83,10 @@ def test_run_directory(unlearn_run):
                     "retain_corpus_nll"]
     assert saved["sources"]["limit"] == LIMIT and saved["sources"]["subsets"] == ["bio", "chem", "cyber"]
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert cfg["benchmark"] == "wmdp" and cfg["methods"] == ["rmu", "ga"] and cfg["audit"]["enabled"] is False
+    assert cfg["benchmark"] == "wmdp" and cfg["methods"] == ["rmu", "ga"] and cfg["audit"]["enabled"] is True
     assert json.loads((out / "provenance.json").read_text())["torch"] == torch.__version__
     rows = [json.loads(line) for line in (out / "per_item.jsonl").read_text().splitlines()]
-    assert len(rows) == 3 * 3 * LIMIT and {r["model"] for r in rows} == {"model", "rmu", "ga"}
+    assert len(rows) == 3 * 3 * LIMIT and {r["model"] for r in rows} == {"target", "rmu", "ga"}
     report = (out / "report.md").read_text()
     assert "bio acc" in report and "| rmu | done | 2 |" in report and "MMLU" in report
     assert any(line.startswith("ga: done, 3 steps") for line in logs)
@@ -136,8 +97,8 @@ def test_evaluate_only_with_a_baseline(tmp_path):
     logs: list[str] = []
     results = wmdp.run(tmp_path / "run", RunConfig(methods=["rmu"]), DATA, str(a), subsets=("chem",), limit=2,
                        baseline=str(b), log=logs.append)
-    assert list(results["models"]) == ["model", "baseline"]
-    for name in ("model", "baseline"):
+    assert list(results["models"]) == ["target", "baseline"]
+    for name in ("target", "baseline"):
         m = results["models"][name]["metrics"]
         assert m["wmdp_chem_n"] == 2 and "wmdp_bio_acc" not in m and "unlearn" not in results["models"][name]
         assert m["wmdp_chem_acc"] in (0.0, 0.5, 1.0)

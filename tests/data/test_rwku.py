@@ -190,8 +190,25 @@ def _corrupt(tmp_path: Path, rel: str, lineno: int, edit) -> Path:
 ])
 def test_bad_line_is_named(tmp_path, rel, lineno, edit, message):
     root = _corrupt(tmp_path, rel, lineno, edit)
+    owner = {"2": "Tobias Vennick", "3": "Ilse Corrado", "1": MAREN}[rel[0]]
     with pytest.raises(DataError, match=message):
-        load_rwku(root, [MAREN])
+        load_rwku(root, [owner])  # the subject whose file it is (passages: any subject, they are the retain set)
+    if "passage" not in rel and owner != MAREN:  # only the selected subjects' probe files are read
+        assert load_rwku(root, [MAREN]).forget
+
+
+def test_an_off_pattern_probe_is_a_counted_warning_unless_strict(tmp_path):
+    # one published level-1 probe (Prince Harry's) has no blank: RWKU's own code asks it as a question
+    root = _corrupt(tmp_path, "2_Tobias_Vennick/forget_level1.jsonl", 1, lambda s: s.replace("___", "loom"))
+    warnings: list[str] = []
+    probes = load_rwku_probes(root, ["Tobias Vennick"], strict=False, warnings=warnings)
+    assert len(warnings) == 1 and 'forget_level1.jsonl:1: field "query" has no blank' in warnings[0]
+    probe = probes["forget_level1"][0]
+    assert "___" not in probe.question
+    assert rwku_prompt(probe, "forget_level1").startswith("Please briefly answer")  # asked as a question
+    assert rwku_prompt(probes["forget_level1"][1], "forget_level1").startswith("Please complete the blank")
+    with pytest.raises(DataError, match="has no blank"):
+        load_rwku_probes(root, ["Tobias Vennick"], strict=True)
 
 
 def test_layout_errors(tmp_path):
