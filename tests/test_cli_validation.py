@@ -203,7 +203,7 @@ def _capture_demo(monkeypatch):
 
     seen = {}
 
-    def fake_run_world(cfg, out, log=print, command=""):
+    def fake_run_world(cfg, out, log=print, command="", resume=False):
         seen["cfg"] = cfg
         return {"benchmark": "world", "seed": cfg.seed, "models": {}}
 

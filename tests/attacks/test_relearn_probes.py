@@ -155,13 +155,13 @@ def test_rtt_picks_its_lr_by_the_audits_own_knowledge_measure(small_world, tiny_
     rouge = {1e-4: 0.6, 3e-4: 0.2, 1e-3: 0.1}
     acc = {1e-4: 0.0, 3e-4: 0.0, 1e-3: 0.05}
 
-    def fake_finetune(model, tokenizer, items, epochs, lr, seed, batch_size=8, weight_decay=0.0):
+    def fake_finetune(model, tokenizer, items, epochs, lr, seed, batch_size=8, weight_decay=0.0, fmt=None):
         model.swept_lr = lr
         return 0.0
 
     monkeypatch.setattr(relearn, "finetune", fake_finetune)
-    monkeypatch.setattr(relearn, "greedy_rouge", lambda m, tok, items: rouge[m.swept_lr])
-    monkeypatch.setattr(relearn, "greedy_accuracy", lambda m, tok, items: acc[m.swept_lr])
+    monkeypatch.setattr(relearn, "greedy_rouge", lambda m, tok, items, cfg=None: rouge[m.swept_lr])
+    monkeypatch.setattr(relearn, "greedy_accuracy", lambda m, tok, items, cfg=None: acc[m.swept_lr])
     ctx = AttackContext(tokenizer=tiny_tokenizer, task=small_world, seed=0, params={"lrs": [1e-4, 3e-4, 1e-3]},
                         knowledge=knowledge)
     out = get_attack("rtt").run(tiny_model, ctx)
