@@ -131,8 +131,8 @@ def test_unlearn_end_to_end(user_files, small_world):
     assert results["models"]["gd"]["unlearn"]["steps"] == 3
     assert (run / "models" / "gd" / "model.safetensors").is_file()
     assert (run / "report.md").is_file() and (run / "config.yaml").is_file()
-    html = (run / "report.html").read_text()  # unlearn runs get the page too: the trade-off, no audit
-    assert "<b>gd</b>: not audited." in html and html.count("<svg") == 1 and "could not be rendered" not in html
+    html = (run / "report.html").read_text()  # unlearn runs get the page too: trade-off and loss curve, no audit
+    assert "<b>gd</b>: not audited." in html and html.count("<svg") == 2 and "could not be rendered" not in html
     # eval RUN_DIR prints the table again
     again = runner.invoke(app, ["eval", str(run)])
     assert again.exit_code == 0 and "gd" in again.stdout
