@@ -44,6 +44,8 @@ WORLD_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "surgery": {"lr": 2e-4, "params": {"g_r": 5.0}},
     "sure": {"lr": 1e-3, "params": {"alpha": 5.0}},
     "qau": {"lr": 2e-4, "params": {"alpha": 5.0}},
+    # the planted control (not a method): gd's alpha; lr 1e-3 forgets (0.075, retain 0.99) inside the int4 bins
+    "hide_q4": {"lr": 1e-3, "params": {"alpha": 5.0}},
     # RMU's published c 6.5 / alpha 1200 / layer 7 are for 7B models: on the 4-layer tiny model
     # the retain term dominates and nothing is forgotten; a larger c, a small alpha and the
     # second layer were chosen by the runs recorded in docs/experiments/world_defaults.md.
