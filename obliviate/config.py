@@ -60,6 +60,9 @@ class AuditConfig(BaseModel):
     enabled: bool = True
     attacks: list[str] | None = None
     params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-attack options")
+    controls: list[str] | None = Field(
+        None, description="planted positive controls to unlearn and audit next to the methods (e.g. [hide_q4]; "
+                          "[] for none); default: hide_q4 in the demo (embedded world), none elsewhere")
 
 
 class RunConfig(BaseModel):

@@ -17,7 +17,7 @@ import numpy as np
 
 from obliviate.config import RunConfig, dump_run_config
 from obliviate.data.task import DataError, ForgetTask
-from obliviate.evaluate import EvalConfig, EvalResult, evaluate, evaluate_with_reference
+from obliviate.evaluate import EvalConfig, EvalResult, evaluate, evaluate_with_reference, metric_intervals
 from obliviate.memory import peak_memory
 from obliviate.models.cache import cache_key, cache_root
 from obliviate.models.load import load_model, save_model
@@ -79,7 +79,7 @@ def per_item_rows(name: str, task: ForgetTask, res: EvalResult) -> list[dict[str
 
 
 def _entry(res: EvalResult, **extra: Any) -> dict[str, Any]:
-    return {"metrics": res.metrics, "per_item": res.per_item, **extra}
+    return {"metrics": res.metrics, "metrics_ci": metric_intervals(res), "per_item": res.per_item, **extra}
 
 
 def unlearn_measured(model, tokenizer, task: ForgetTask, ucfg: UnlearnConfig, **kwargs: Any):
@@ -91,6 +91,47 @@ def unlearn_measured(model, tokenizer, task: ForgetTask, ucfg: UnlearnConfig, **
                   "max_steps": ucfg.max_steps, "batch_size": ucfg.batch_size, "params": ucfg.params,
                   "peak_memory_mb": round(peak.mb, 1), "peak_memory_device": peak.device,
                   "final_loss": ulog.losses[-1] if ulog.losses else None}
+
+
+def resolve_controls(cfg: RunConfig, tiny: bool) -> list[str]:
+    """The planted positive controls a run audits: `audit.controls`, or by default `hide_q4` in
+    the demo (the embedded world's tiny models, where it costs about 30 s); elsewhere it is one
+    more unlearning run and audit, so a user opts in."""
+    from obliviate.methods import controls
+
+    audit_cfg = cfg.audit
+    default = ["hide_q4"] if tiny and cfg.benchmark == "world" else []
+    names = audit_cfg.controls if audit_cfg.controls is not None else default
+    known = controls()
+    for name in names:
+        if name not in known:
+            raise DataError(f"audit.controls: {name!r} is not a planted control; controls: {', '.join(known)}")
+    return list(names) if audit_cfg.enabled else []
+
+
+def unlearn_controls(names: list[str], task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path,
+                     oracle: EvalResult | None, tiny: bool = True,
+                     log=print) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Unlearn each planted control (e.g. hide_q4) from the target, evaluate and save it like a
+    method, marked `"control": True`, so the audit scores it next to the methods: a control that
+    hides knowledge on purpose must get a "hides" verdict, or the audit cannot see hiding.
+    Returns ({name: results.json entry}, per-item rows)."""
+    entries: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        ucfg = cfg.unlearn_config(name, tiny=tiny)
+        model, tokenizer = load_model(dirs["target"])
+        ulog, info = unlearn_measured(model, tokenizer, task, ucfg, desc=f"unlearning {name} (control)")
+        res = evaluate(model, tokenizer, task, cfg.eval, oracle=oracle, desc=f"evaluating {name}")
+        log(f"{name} (planted control): forget acc {res.metrics['forget_acc']:.3f}, retain acc "
+            f"{res.metrics['retain_acc']:.3f}")
+        entries[name] = _entry(res, unlearn=info, control=True)
+        rows += per_item_rows(name, task, res)
+        if cfg.save_models:
+            save_model(model, tokenizer, out / "models" / name)
+        if ulog.status == "interrupted":
+            break
+    return entries, rows
 
 
 def write_report(out: Path, results: dict[str, Any], command: str) -> Path:
@@ -120,6 +161,11 @@ def write_report(out: Path, results: dict[str, Any], command: str) -> Path:
                   "`recovered` and `recovered_vs_oracle`). The target and oracle columns are controls: "
                   "their forget accuracy under each attack (an attack must not destroy or create knowledge).",
                   "", audit_markdown(audit), ""]
+        if audit.get("controls"):
+            lines += [f"Planted positive controls ({', '.join(audit['controls'])}): unlearned so that their 4-bit "
+                      "RTN weights are exactly the target's while they forget at full precision; an audit that "
+                      "can see hidden knowledge must say \"hides: rtn4 recovers ~100%\" for them. Intervals are "
+                      "95% bootstrap intervals over the probed items (1000 paired resamples).", ""]
         diag = audit.get("diagnostics", {})
         if diag:
             lines += ["Weight change against the target (the mechanism: a small update that moves no "
@@ -173,6 +219,7 @@ def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path,
 
     for m in cfg.methods:
         get_method(m)
+    control_names = resolve_controls(cfg, tiny)
     out.mkdir(parents=True, exist_ok=True)
     dump_run_config(cfg, out / "config.yaml")
     (out / "provenance.json").write_text(json.dumps(provenance(), indent=1))
@@ -215,6 +262,12 @@ def run_task(task: ForgetTask, dirs: dict[str, Path], cfg: RunConfig, out: Path,
             save()
             if ulog.status == "interrupted":
                 raise KeyboardInterrupt
+        entries, control_rows = unlearn_controls(control_names, task, dirs, cfg, out, oracle, tiny, log)
+        results["models"].update(entries)
+        rows += control_rows
+        save()
+        if any(e["unlearn"]["status"] == "interrupted" for e in entries.values()):
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         save("interrupted")
         write_per_item(out / "per_item.jsonl", rows)
@@ -259,6 +312,7 @@ def _attach_audit(out: Path, results: dict[str, Any], audit: dict[str, Any]) -> 
         results["models"][name]["audit"] = per_attack
     results["audit"] = {k: audit[k] for k in ("attacks", "verdicts", "diagnostics", "baseline", "seconds")
                         if k in audit}
+    results["audit"]["controls"] = [n for n, e in results["models"].items() if e.get("control")]
     write_results(out / "results.json", results)
 
 
