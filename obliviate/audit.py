@@ -42,7 +42,7 @@ from obliviate.data.collate import encode_prompt
 from obliviate.data.task import ForgetTask, QAItem
 from obliviate.evaluate import EvalConfig, generate
 from obliviate.progress import progress
-from obliviate.stats import SEED, paired_bootstrap_cis
+from obliviate.stats import SEED, paired_bootstrap_means, percentile_interval
 
 EPS = 1e-9
 HIDES_THRESHOLD = 0.25  # a method "hides" when some attack recovers at least this share
@@ -71,26 +71,19 @@ def recovery_scores(k_attacked: float, k_unlearned: float, k_target: float, k_or
             "recovered_net": _clip01(net_raw), "recovered_net_raw": net_raw}
 
 
-def _mean(x: np.ndarray) -> float:
-    """Mean of the finite values; NaN (without numpy's warning) when there is none."""
-    x = x[np.isfinite(x)]
-    return float(x.mean()) if len(x) else float("nan")
-
-
 def recovery_intervals(k_attacked: np.ndarray, k_unlearned: np.ndarray, k_target: np.ndarray,
                        k_oracle: np.ndarray, k_attacked_oracle: np.ndarray,
                        seed: int = SEED) -> dict[str, list[float]]:
     """95% paired bootstrap intervals ({score}_ci: [lo, hi]) of K(A(U)) and of the clipped
     recovery scores, from per-item K values of the five models on the same items (one array
-    each, aligned; NaN where a model was not probed on an item, e.g. no oracle)."""
-    def scores(c: dict[str, np.ndarray]) -> dict[str, float]:
-        s = recovery_scores(_mean(c["a"]), _mean(c["u"]), _mean(c["t"]), _mean(c["o"]), _mean(c["ao"]))
-        return {"forget_acc": _mean(c["a"]), **{k: s[k] for k in ("recovered", "recovered_vs_oracle",
-                                                                   "recovered_net")}}
-
-    cis = paired_bootstrap_cis({"a": k_attacked, "u": k_unlearned, "t": k_target, "o": k_oracle,
-                                "ao": k_attacked_oracle}, scores, seed=seed)
-    return {f"{k}_ci": v for k, v in cis.items()}
+    each, aligned; NaN where a model was not probed on an item, e.g. no oracle): every draw
+    takes the same items for all five, and the scores are `recovery_scores` of the draw's means."""
+    m = paired_bootstrap_means({"a": k_attacked, "u": k_unlearned, "t": k_target, "o": k_oracle,
+                                "ao": k_attacked_oracle}, seed=seed)
+    keys = ("recovered", "recovered_vs_oracle", "recovered_net")
+    draws = [recovery_scores(*(float(m[c][b]) for c in ("a", "u", "t", "o", "ao"))) for b in range(len(m["a"]))]
+    return {"forget_acc_ci": percentile_interval(m["a"]),
+            **{f"{k}_ci": percentile_interval([d[k] for d in draws]) for k in keys}}
 
 
 @dataclass

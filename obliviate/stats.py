@@ -39,25 +39,26 @@ def percentile_interval(samples: Sequence[float] | np.ndarray, level: float = LE
     return [float(lo), float(hi)]
 
 
-def paired_bootstrap_cis(columns: Mapping[str, Sequence[float] | np.ndarray],
-                         statistic: Callable[[dict[str, np.ndarray]], Mapping[str, float]],
-                         n_resamples: int = N_RESAMPLES, seed: int = SEED, level: float = LEVEL,
-                         index: np.ndarray | None = None) -> dict[str, list[float]]:
-    """Percentile intervals of every value of `statistic({name: column[draw]})` (a mapping of
-    named statistics, e.g. the three recovery scores) over paired draws of items.
-
-    All columns hold one value per item, in the same item order; `index` (n_resamples, n)
-    replaces the seeded draws (a test passes its own). Empty columns give [nan, nan]."""
+def paired_bootstrap_means(columns: Mapping[str, Sequence[float] | np.ndarray], n_resamples: int = N_RESAMPLES,
+                           seed: int = SEED, index: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """{name: (n_resamples,) means of the column over paired draws of items}, vectorised; NaN
+    values (an item a model was not probed on) are left out of a mean, and a draw with no
+    finite value gives NaN. The statistic of a ratio of means is then computed per draw."""
     cols = {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
     lengths = {len(v) for v in cols.values()}
     if len(lengths) != 1:
         raise ValueError(f"paired bootstrap: columns of different lengths {sorted(lengths)}")
     n = lengths.pop()
     if n == 0:
-        return {k: [float("nan"), float("nan")] for k in statistic(cols)}
+        return {k: np.full(n_resamples if index is None else len(index), np.nan) for k in cols}
     index = resample_indices(n, n_resamples, seed) if index is None else np.asarray(index)
-    draws = [statistic({k: v[row] for k, v in cols.items()}) for row in index]
-    return {k: percentile_interval([d[k] for d in draws], level) for k in draws[0]}
+    out = {}
+    for k, v in cols.items():
+        finite = np.isfinite(v)
+        count = finite[index].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[k] = np.where(count > 0, np.where(finite, v, 0.0)[index].sum(axis=1) / count, np.nan)
+    return out
 
 
 def bootstrap_ci(values: Sequence[float] | np.ndarray, statistic: Callable[[np.ndarray], float] | None = None,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from obliviate.stats import bootstrap_ci, paired_bootstrap_cis, percentile_interval, resample_indices
+from obliviate.stats import bootstrap_ci, paired_bootstrap_means, percentile_interval, resample_indices
 
 # four resamples of three items, written out so the interval can be computed by hand
 INDEX = np.array([[0, 0, 0], [0, 1, 2], [2, 2, 2], [1, 1, 2]])
@@ -26,21 +26,25 @@ def test_mean_interval_by_hand():
 def test_paired_ratio_by_hand():
     # 2 items: the target knows both, U neither, the attack brings back item 0 only
     cols = {"a": [1.0, 0.0], "t": [1.0, 1.0], "u": [0.0, 0.0]}
-    index = np.array([[0, 0], [1, 1], [0, 1], [1, 0]])  # ratios 1, 0, 1/2, 1/2
-
-    def ratio(c):
-        return {"r": (c["a"].mean() - c["u"].mean()) / (c["t"].mean() - c["u"].mean())}
-
-    lo, hi = paired_bootstrap_cis(cols, ratio, index=index)["r"]
+    index = np.array([[0, 0], [1, 1], [0, 1], [1, 0]])
+    m = paired_bootstrap_means(cols, index=index)
+    assert m["a"].tolist() == [1.0, 0.0, 0.5, 0.5] and m["t"].tolist() == [1.0] * 4
+    ratio = (m["a"] - m["u"]) / (m["t"] - m["u"])  # 1, 0, 1/2, 1/2 -> sorted 0, 1/2, 1/2, 1
+    lo, hi = percentile_interval(ratio)
     assert lo == pytest.approx(0.075 * 0.5) and hi == pytest.approx(0.5 + 0.925 * 0.5)
+
+
+def test_paired_means_leave_out_items_a_model_was_not_probed_on():
+    m = paired_bootstrap_means({"x": [1.0, np.nan, 0.0]}, index=np.array([[0, 1, 2], [1, 1, 1], [0, 1, 1]]))
+    assert m["x"][0] == 0.5 and math.isnan(m["x"][1]) and m["x"][2] == 1.0
 
 
 def test_pairing_keeps_a_ratio_of_identical_items_exact():
     # the attack restores exactly the items the target knew: every paired draw gives ratio 1;
     # resampling the two models' items independently would give a wide interval
     t = np.array([1.0, 0.0] * 20)
-    cis = paired_bootstrap_cis({"a": t, "t": t}, lambda c: {"r": c["a"].mean() / c["t"].mean()})
-    assert cis["r"] == [1.0, 1.0]
+    m = paired_bootstrap_means({"a": t, "t": t})
+    assert percentile_interval(m["a"] / m["t"]) == [1.0, 1.0]
     rng = np.random.default_rng(1)
     unpaired = [t[rng.integers(0, 40, 40)].mean() / t[rng.integers(0, 40, 40)].mean() for _ in range(1000)]
     lo, hi = percentile_interval(unpaired)
@@ -61,4 +65,4 @@ def test_empty_and_all_nan():
     assert all(math.isnan(v) for v in bootstrap_ci([]))
     assert all(math.isnan(v) for v in percentile_interval([float("nan")] * 3))
     with pytest.raises(ValueError, match="different lengths"):
-        paired_bootstrap_cis({"a": [1.0], "b": [1.0, 2.0]}, lambda c: {"x": 0.0})
+        paired_bootstrap_means({"a": [1.0], "b": [1.0, 2.0]})
