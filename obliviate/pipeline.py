@@ -198,6 +198,7 @@ def run_world(cfg: RunConfig, out: Path, log=print, command: str = "obliviate de
 
     for m in cfg.methods:
         get_method(m)  # fail on an unknown name before any training
+    resolve_controls(cfg, tiny=True)
     world_cfg = cfg.world.model_copy(update={"seed": cfg.seed})
     task = generate_world(world_cfg)
     log(f"world: {len(task.forget)} forget / {len(task.retain)} retain facts, "

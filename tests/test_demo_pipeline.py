@@ -7,8 +7,9 @@ import json
 import pytest
 
 from obliviate.config import RunConfig
+from obliviate.data.task import DataError
 from obliviate.models.load import load_model
-from obliviate.pipeline import run_world
+from obliviate.pipeline import resolve_controls, run_world
 from obliviate.report import load_results
 
 REDUCED = {
@@ -131,3 +132,16 @@ def test_second_run_reuses_cache(demo_run, tmp_path):
     assert again["models"]["target"]["metrics"] == results["models"]["target"]["metrics"]
     # same seed -> same unlearning result
     assert again["models"]["gd"]["metrics"]["forget_acc"] == results["models"]["gd"]["metrics"]["forget_acc"]
+
+
+def test_controls_default_to_hide_q4_in_the_demo_only(tmp_path):
+    assert resolve_controls(RunConfig(), tiny=True) == ["hide_q4"]
+    assert resolve_controls(RunConfig(benchmark="tofu"), tiny=True) == []
+    assert resolve_controls(RunConfig(), tiny=False) == []
+    assert resolve_controls(RunConfig(audit={"enabled": False}), tiny=True) == []
+    assert resolve_controls(RunConfig(benchmark="tofu", audit={"controls": ["hide_q4"]}), tiny=False) == ["hide_q4"]
+    assert resolve_controls(RunConfig(audit={"controls": []}), tiny=True) == []
+    # a method is not a control: one line naming it, before any training
+    with pytest.raises(DataError, match="audit.controls: 'gd' is not a planted control; controls: hide_q4"):
+        run_world(RunConfig(audit={"controls": ["gd"]}), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
