@@ -5,6 +5,7 @@ fp32, rounds back to the target at rtn4 by construction) and the methods `ga`, `
 their demo settings, on the embedded world (10% forget), with 95% bootstrap intervals.
 
     python docs/experiments/sensitivity.py [--seed 0] [--out-run runs/sensitivity]
+    python docs/experiments/sensitivity.py --from-run runs/sensitivity   # rewrite the page only
 
 It is `obliviate demo --methods ga,npo,gd` (hide_q4 is audited by default) with every attack,
 plus a table built from results.json; the page records the machine and its load.
@@ -13,6 +14,7 @@ plus a table built from results.json; the page records the machine and its load.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -69,25 +71,40 @@ def main() -> None:
     ap.add_argument("--out-run", type=Path, default=Path("runs/sensitivity"))
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("sensitivity.md"))
     ap.add_argument("--attacks", default=None, help="comma-separated subset (default: every registered attack)")
+    ap.add_argument("--from-run", type=Path, default=None, help="rewrite the page from a finished run directory")
     args = ap.parse_args()
-    torch.set_num_threads(2)
-    attacks = args.attacks.split(",") if args.attacks else default_attacks()
-    shutil.rmtree(args.out_run, ignore_errors=True)
-    load_before, t0 = _load(), time.perf_counter()
-    cfg = RunConfig(seed=args.seed, methods=METHODS, audit={"attacks": attacks, "controls": ["hide_q4"]})
-    results = run_world(cfg, args.out_run, log=print)
-    minutes = (time.perf_counter() - t0) / 60
+    if args.from_run is None:
+        torch.set_num_threads(2)
+        attacks = args.attacks.split(",") if args.attacks else default_attacks()
+        shutil.rmtree(args.out_run, ignore_errors=True)
+        load_before, t0 = _load(), time.perf_counter()
+        cfg = RunConfig(seed=args.seed, methods=METHODS, audit={"attacks": attacks, "controls": ["hide_q4"]})
+        run_world(cfg, args.out_run, log=print)
+        meta = {"machine": _machine(), "load_before": load_before, "load_after": _load(),
+                "minutes": (time.perf_counter() - t0) / 60, "seed": args.seed, "attacks_arg": args.attacks}
+        (args.out_run / "sensitivity_meta.json").write_text(json.dumps(meta, indent=1))
+    write_page(args.from_run or args.out_run, args.out)
+
+
+def write_page(run: Path, out: Path) -> None:
+    """The page, from the run directory's results.json and the machine record beside it."""
+    from obliviate.report import load_results
+
+    results = load_results(run)
+    meta = json.loads((run / "sensitivity_meta.json").read_text())
+    attacks = results["audit"]["attacks"]
     models = results["models"]
     audit = {n: e.get("audit", {}) for n, e in models.items()}
-    command = f"python docs/experiments/sensitivity.py --seed {args.seed}" + (
-        f" --attacks {args.attacks}" if args.attacks else "")
+    command = f"python docs/experiments/sensitivity.py --seed {meta['seed']}" + (
+        f" --attacks {meta['attacks_arg']}" if meta["attacks_arg"] else "")
     head = ["attack", "target acc", "oracle acc", *(f"{n} acc / recovered" for n in UNLEARNED)]
     fp32 = ["full precision (no attack)", *(f"{models[n]['metrics']['forget_acc']:.2f}" for n in ("target", "oracle")),
             *(f"{models[n]['metrics']['forget_acc']:.2f}" for n in UNLEARNED)]
     lines = ["# Sensitivity: which attack detects which hiding? (embedded world, 10% forget)", "",
-             f"Command: `{command}` (2 torch threads). Machine: {_machine()}; load average (1/5/15 min) "
-             f"{load_before} at the start and {_load()} at the end (the cores were shared with other jobs); "
-             f"{minutes:.0f} minutes in all, training of the cached target and oracle included when not cached.", "",
+             f"Command: `{command}` (2 torch threads). Machine: {meta['machine']}; load average (1/5/15 min) "
+             f"{meta['load_before']} at the start and {meta['load_after']} at the end (the cores were shared with "
+             f"other jobs, so times are long); {meta['minutes']:.0f} minutes in all (training the target and "
+             "oracle included when they were not cached; here they were).", "",
              "Models: the demo's tiny target and retain-only oracle; the planted control `hide_q4` (gradient "
              "difference projected after every step into the int4 bin of the target's weight, so rtn4(U) is "
              "the target's 4-bit model bit for bit); `ga`, `npo`, `gd` at the demo's settings "
@@ -111,19 +128,19 @@ def main() -> None:
     for n in UNLEARNED:
         rows = audit[n]
         sure = [a for a in attacks if "unavailable" not in rows.get(a, {"unavailable": 1})
-                and (rows[a].get("recovered_net_ci") or [float("nan")])[0] >= HIDES_THRESHOLD]
+                and ((rows[a].get("recovered_net_ci") or [None])[0] or 0) >= HIDES_THRESHOLD]
         some = [a for a in attacks if a not in sure and "unavailable" not in rows.get(a, {"unavailable": 1})
-                and (rows[a].get("recovered_net") or 0) > 0]
+                and (rows[a].get("recovered_net") or 0) >= 0.005]  # not floating-point dust
         na = [a for a in attacks if "unavailable" in rows.get(a, {})]
         def named(names: list[str], rows=rows) -> str:
             return ", ".join(f"`{a}` {_pct(rows[a]['recovered_net'])}" for a in names)
 
         lines.append(f"- **{n}**: detected (interval's lower bound ≥ {HIDES_THRESHOLD:.0%}) by "
                      f"{named(sure) or 'no attack'}; some recovery, not significant: {named(some) or 'none'}"
-                     + ("; not run here: " + ", ".join(f"`{a}`" for a in na) if na else "") + ".")
+                     + ("; n/a: " + ", ".join(f"`{a}`" for a in na) if na else "") + ".")
     unavailable = {a: audit["target"][a]["unavailable"] for a in attacks if "unavailable" in audit["target"].get(a, {})}
     if unavailable:
-        lines += ["", "Attacks that could not run on this machine (recorded, not skipped):", "",
+        lines += ["", "Attacks recorded as n/a (they do not apply to these models, or could not run here):", "",
                   *(f"- `{a}`: {why}" for a, why in unavailable.items())]
     lines += ["", "## How to read it", "",
               "`hide_q4` is the positive control: its 4-bit RTN model *is* the target's, so `rtn4` must recover "
@@ -135,8 +152,8 @@ def main() -> None:
               "the target's grid) separates rounding from \"any perturbation\". Relearning (`rtt`) and the "
               "probes test another kind of hiding (knowledge still reachable by fine-tuning or prompting), which "
               "the natural methods show and the control was not built for."]
-    args.out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
