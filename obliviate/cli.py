@@ -753,9 +753,10 @@ class What(StrEnum):
 def list_cmd(what: Annotated[What, typer.Argument(help="methods | metrics | attacks | benchmarks")]) -> None:
     """What is registered, one name a line with a one-line description."""
     if what is What.methods:
-        from obliviate.methods import available
+        from obliviate.methods import available, controls
 
         entries = {name: m.description for name, m in available().items()}
+        entries |= {name: f"[control, not a method] {m.description}" for name, m in controls().items()}
     elif what is What.metrics:
         from obliviate.metrics import METRICS
 

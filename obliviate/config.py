@@ -45,6 +45,8 @@ WORLD_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "surgery": {"lr": 2e-4, "params": {"g_r": 5.0}},
     "sure": {"lr": 1e-3, "params": {"alpha": 5.0}},
     "qau": {"lr": 2e-4, "params": {"alpha": 5.0}},
+    # the planted control (not a method): gd's alpha; lr 1e-3 forgets (0.075, retain 0.99) inside the int4 bins
+    "hide_q4": {"lr": 1e-3, "params": {"alpha": 5.0}},
     # RMU's published c 6.5 / alpha 1200 / layer 7 are for 7B models: on the 4-layer tiny model
     # the retain term dominates and nothing is forgotten; a larger c, a small alpha and the
     # second layer were chosen by the runs recorded in docs/experiments/world_defaults.md.
@@ -59,6 +61,9 @@ class AuditConfig(BaseModel):
     enabled: bool = True
     attacks: list[str] | None = None
     params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-attack options")
+    controls: list[str] | None = Field(
+        None, description="planted positive controls to unlearn and audit next to the methods (e.g. [hide_q4]; "
+                          "[] for none); default: hide_q4 in the demo (embedded world), none elsewhere")
 
 
 class RunConfig(BaseModel):

@@ -280,6 +280,31 @@ def set_metrics(items: list[QAItem], probe: dict, cfg: EvalConfig) -> dict[str, 
 MIA_SCORES = ("loss", "zlib", "min_k", "min_k_pp")
 
 
+def set_aggregates(name: str, vals: dict) -> dict[str, tuple]:
+    """The item-level aggregates of one probe set: {metric: (per-item values, statistic)}, with
+    statistic None for the mean (forget_acc, retain_rouge, ...) or the truth-ratio aggregator."""
+    out: dict[str, tuple] = {f"{name}_{key}": (vals[key], None)
+                             for key in ("prob", "rouge", "acc", "exact_mem", "extraction_strength") if key in vals}
+    if "norm_prob" in vals and name.startswith("utility_"):  # TOFU's utility-set prob
+        out[f"{name}_prob"] = (vals["norm_prob"], None)
+    if "truth_ratio" in vals:
+        out[f"{name}_truth_ratio"] = (vals["truth_ratio"],
+                                      M.forget_truth_ratio if name == "forget" else M.retain_truth_ratio)
+    return out
+
+
+def metric_intervals(res: EvalResult) -> dict[str, list[float]]:
+    """95% bootstrap intervals over the probed items (`obliviate.stats`, 1000 seeded resamples)
+    of every metric that aggregates per-item values: forget/retain/holdout/utility acc, prob,
+    ROUGE, truth ratio, exact memorisation, extraction strength. Forget quality, model utility,
+    privleak and the MIA AUCs compare distributions (or models) and get none here."""
+    from obliviate.stats import bootstrap_ci
+
+    return {metric: bootstrap_ci(np.asarray(values, dtype=np.float64), statistic)
+            for name, vals in res.per_item.items()
+            for metric, (values, statistic) in set_aggregates(name, vals).items() if metric in res.metrics}
+
+
 def evaluate(model, tokenizer, task: ForgetTask, cfg: EvalConfig | None = None,
              oracle: EvalResult | None = None, desc: str = "evaluating") -> EvalResult:
     """Every metric of SPEC section 3 for one model on one task.
@@ -307,14 +332,8 @@ def evaluate(model, tokenizer, task: ForgetTask, cfg: EvalConfig | None = None,
                 generations[name] = probe["generation"]
             if probe.get("prompts_truncated"):  # recorded only when it happened: cut from the left
                 flat[f"{name}_prompts_truncated"] = float(probe["prompts_truncated"])
-            for key in ("prob", "rouge", "acc", "exact_mem", "extraction_strength"):
-                if key in vals:
-                    flat[f"{name}_{key}"] = float(np.mean(vals[key]))
-            if "norm_prob" in vals and name.startswith("utility_"):  # TOFU's utility-set prob
-                flat[f"{name}_prob"] = float(np.mean(vals["norm_prob"]))
-            if "truth_ratio" in vals:
-                agg = M.forget_truth_ratio if name == "forget" else M.retain_truth_ratio
-                flat[f"{name}_truth_ratio"] = agg(vals["truth_ratio"])
+            for metric, (values, statistic) in set_aggregates(name, vals).items():
+                flat[metric] = float(np.mean(values)) if statistic is None else statistic(values)
             bar.advance(t)
     if "holdout" in per_item:
         for s in MIA_SCORES:

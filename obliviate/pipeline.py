@@ -18,7 +18,14 @@ import numpy as np
 
 from obliviate.config import RunConfig, dump_run_config
 from obliviate.data.task import DataError, ForgetTask
-from obliviate.evaluate import EvalConfig, EvalResult, evaluate, evaluate_with_reference, without_reference
+from obliviate.evaluate import (
+    EvalConfig,
+    EvalResult,
+    evaluate,
+    evaluate_with_reference,
+    metric_intervals,
+    without_reference,
+)
 from obliviate.memory import peak_memory
 from obliviate.models.cache import cache_key, cache_root
 from obliviate.models.load import load_model, model_location, save_model, weights_sha256
@@ -107,6 +114,16 @@ def not_measured(metrics: dict[str, float], has_oracle: bool) -> dict[str, Any]:
     return {"not_measured": missing} if missing else {}
 
 
+def _intervals(metrics: dict[str, float], per_item: Any) -> dict[str, Any]:
+    """`{"metrics_ci": {metric: [lo, hi]}}`: 95% bootstrap intervals of the metrics that are means
+    over items (obliviate.evaluate.metric_intervals), for any benchmark whose per-item values are
+    {set: {metric: [values]}}; empty when there is none."""
+    if not isinstance(per_item, dict) or not all(isinstance(v, dict) for v in per_item.values()):
+        return {}
+    ci = metric_intervals(EvalResult(metrics, per_item))
+    return {"metrics_ci": ci} if ci else {}
+
+
 def _entry(res: EvalResult, **extra: Any) -> dict[str, Any]:
     """A model's results; a `path` is stored absolute, with the sha256 of the weights it holds;
     metrics it could not measure (no oracle) are named with the reason in `not_measured`."""
@@ -114,7 +131,8 @@ def _entry(res: EvalResult, **extra: Any) -> dict[str, Any]:
         extra["weights_sha256"] = weights_sha256(extra["path"])
         extra["path"] = model_location(extra["path"])
     missing = {"not_measured": dict(res.not_measured)} if res.not_measured else {}
-    return {"metrics": res.metrics, "per_item": res.per_item, **missing, **extra}
+    return {"metrics": res.metrics, "metrics_ci": metric_intervals(res), "per_item": res.per_item, **missing,
+            **extra}
 
 
 def unlearn_measured(model, tokenizer, task: ForgetTask, ucfg: UnlearnConfig, **kwargs: Any):
@@ -126,6 +144,22 @@ def unlearn_measured(model, tokenizer, task: ForgetTask, ucfg: UnlearnConfig, **
                   "max_steps": ucfg.max_steps, "batch_size": ucfg.batch_size, "params": ucfg.params,
                   "peak_memory_mb": round(peak.mb, 1), "peak_memory_device": peak.device,
                   "final_loss": ulog.losses[-1] if ulog.losses else None, "losses": ulog.losses}
+
+
+def resolve_controls(cfg: RunConfig, tiny: bool) -> list[str]:
+    """The planted positive controls a run audits: `audit.controls`, or by default `hide_q4` in
+    the demo (the embedded world's tiny models, where it costs about 30 s); elsewhere it is one
+    more unlearning run and audit, so a user opts in."""
+    from obliviate.methods import controls
+
+    audit_cfg = cfg.audit
+    default = ["hide_q4"] if tiny and cfg.benchmark == "world" else []
+    names = audit_cfg.controls if audit_cfg.controls is not None else default
+    known = controls()
+    for name in names:
+        if name not in known:
+            raise DataError(f"audit.controls: {name!r} is not a planted control; controls: {', '.join(known)}")
+    return list(names) if audit_cfg.enabled else []
 
 
 QA_NOTES = [
@@ -209,6 +243,11 @@ def write_report(out: Path, results: dict[str, Any], command: str, notes: list[s
         if quant:
             lines += ["4-bit quantization, per method (K of the unlearned model, then under each attack):", "",
                       *quant, ""]
+        if audit.get("controls"):
+            lines += [f"Planted positive controls ({', '.join(audit['controls'])}): unlearned so that their 4-bit "
+                      "RTN weights are exactly the target's while they forget at full precision; an audit that "
+                      "can see hidden knowledge must say \"hides: rtn4 recovers ~100%\" for them. Intervals are "
+                      "95% bootstrap intervals over the probed items (1000 paired resamples).", ""]
         diag = audit.get("diagnostics", {})
         if diag:
             lines += ["Weight change against the target (the mechanism: a small update that moves no "
@@ -229,6 +268,7 @@ def run_world(cfg: RunConfig, out: Path, log=print, command: str = "obliviate de
     """`obliviate demo`: the embedded world end to end, written to `out`."""
     from obliviate.benchmarks.spec import declare
 
+    resolve_controls(cfg, tiny=True)  # a bad control name fails before any training
     return run_benchmark(declare("world", cfg, log), cfg, out, log, command, resume=resume)
 
 
@@ -274,6 +314,7 @@ def run_benchmark(bench, cfg: RunConfig, out: Path, log=print, command: str = ""
             get_attack(a)  # an unknown name fails now, not after training
     if bench.method_defaults is not None:
         cfg = with_method_defaults(cfg, bench.method_defaults)
+    control_names = resolve_controls(cfg, bench.tiny)
     out.mkdir(parents=True, exist_ok=True)
     prior, prior_rows = resume_state(out, cfg.model_dump(mode="json")) if resume else (None, [])
     dump_run_config(cfg, out / "config.yaml")
@@ -326,7 +367,8 @@ def run_benchmark(bench, cfg: RunConfig, out: Path, log=print, command: str = ""
         if name == "oracle":
             oracle_eval = ev
         has_oracle = name == "oracle" or oracle_eval is not None
-        results["models"][name] = {"metrics": ev[0], "per_item": ev[1], **not_measured(ev[0], has_oracle),
+        results["models"][name] = {"metrics": ev[0], **_intervals(ev[0], ev[1]), "per_item": ev[1],
+                                   **not_measured(ev[0], has_oracle),
                                    "path": model_location(bench.models[name])}
         if Path(str(bench.models[name])).is_dir():
             results["models"][name]["weights_sha256"] = weights_sha256(bench.models[name])
@@ -339,7 +381,8 @@ def run_benchmark(bench, cfg: RunConfig, out: Path, log=print, command: str = ""
     target_metrics = results["models"]["target"]["metrics"]
     scratch: Path | None = None
     try:
-        for method in cfg.methods:
+        # planted positive controls (hide_q4) run through the same loop, marked "control": true
+        for method in [*cfg.methods, *control_names]:
             if finished(prior, method):
                 results["models"][method] = prior["models"][method]
                 rows += [r for r in prior_rows if r.get("model") == method]
@@ -364,8 +407,10 @@ def run_benchmark(bench, cfg: RunConfig, out: Path, log=print, command: str = ""
                 info["message"] = ulog.message
             log(f"{method}: {ulog.status}, {ulog.steps} steps in {ulog.seconds:.1f} s"
                 + (f" ({ulog.message})" if ulog.message else ""))
-            results["models"][method] = {"metrics": metrics, "per_item": per_item, "unlearn": info,
-                                         **not_measured(metrics, oracle_eval is not None)}
+            results["models"][method] = {"metrics": metrics, **_intervals(metrics, per_item), "per_item": per_item,
+                                         "unlearn": info,
+                                         **not_measured(metrics, oracle_eval is not None),
+                                         **({"control": True} if method in control_names else {})}
             rows += model_rows
             if cfg.save_models:
                 save_model(model, tokenizer, out / "models" / method)
@@ -443,6 +488,7 @@ def _attach_audit(out: Path, results: dict[str, Any], audit: dict[str, Any]) -> 
         results["models"][name]["audit"] = per_attack
     results["audit"] = {k: audit[k] for k in ("attacks", "knowledge", "knowledge_label", "verdicts", "diagnostics",
                                               "baseline", "measures", "seconds") if k in audit}
+    results["audit"]["controls"] = [n for n, e in results["models"].items() if e.get("control")]
     write_results(out / "results.json", results)
 
 

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from obliviate.cli import app
-from obliviate.methods import available
+from obliviate.methods import available, controls
 from obliviate.models.load import save_model
 
 runner = CliRunner()
@@ -36,8 +36,11 @@ def _unlearn(f, *extra):
 def test_list_methods_prints_every_registered_method():
     res = runner.invoke(app, ["list", "methods"])
     assert res.exit_code == 0
-    names = [line.split()[0] for line in res.stdout.splitlines() if line.strip()]
-    assert names == list(available())
+    lines = [line for line in res.stdout.splitlines() if line.strip()]
+    names = [line.split()[0] for line in lines]
+    assert names == list(available()) + list(controls())
+    # planted positive controls (hide_q4) come last and say what they are
+    assert "hide_q4" in controls() and all("control" in line for line in lines[len(available()):])
 
 
 def test_list_metrics_and_benchmarks():

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from obliviate.config import RunConfig
+from obliviate.data.task import DataError
 from obliviate.models.load import load_model
-from obliviate.pipeline import run_world
+from obliviate.pipeline import resolve_controls, run_world
 from obliviate.report import load_results
 from tests.conftest import REDUCED  # the reduced demo run (`demo_run`) is a session fixture there
 
@@ -78,6 +79,38 @@ def test_audit_rows_for_every_model_and_attack(demo_run):
         assert f">{name}<" in html, name
 
 
+def test_planted_control_is_caught_by_rtn4(demo_run):
+    """hide_q4 (audited by default on the tiny models) forgets at fp32, and rtn4 gives it all back."""
+    out, results, _ = demo_run
+    entry = results["models"]["hide_q4"]
+    assert entry["control"] and results["audit"]["controls"] == ["hide_q4"]
+    target_acc = results["models"]["target"]["metrics"]["forget_acc"]
+    assert entry["metrics"]["forget_acc"] <= target_acc - 0.5
+    rtn4 = entry["audit"]["rtn4"]
+    assert rtn4["forget_acc"] == results["models"]["target"]["audit"]["rtn4"]["forget_acc"]  # the same 4-bit model
+    assert rtn4["recovered_net"] >= 0.9 and rtn4["recovered_net_ci"][0] >= 0.25
+    assert entry["audit"]["rtn8"]["recovered_net"] < 0.5  # 8-bit bins are 18x finer: the hiding does not hold
+    assert results["audit"]["verdicts"]["hide_q4"].startswith("hides: rtn4 recovers")
+    assert results["audit"]["diagnostics"]["hide_q4"]["changed_int4_codes"] == 0.0
+    report = (out / "report.md").read_text()
+    assert "**hide_q4 (control)**: hides: rtn4" in report and "| hide_q4 (control) |" in report
+
+
+def test_metrics_and_recoveries_carry_intervals(demo_run):
+    out, results, _ = demo_run
+    gd = results["models"]["gd"]
+    for key in ("forget_acc", "retain_acc", "forget_prob", "forget_rouge", "forget_truth_ratio"):
+        lo, hi = gd["metrics_ci"][key]
+        assert lo <= gd["metrics"][key] <= hi, key
+    assert hi - lo > 0  # forget truth ratio varies over the 16 items
+    row = gd["audit"]["rtt"]
+    assert "recovered_net_ci" in row and "forget_acc_ci" in row
+    loaded = load_results(out)
+    assert loaded["models"]["gd"]["metrics_ci"]["forget_acc"] == pytest.approx(gd["metrics_ci"]["forget_acc"])
+    lo, hi = gd["metrics_ci"]["forget_acc"]
+    assert f"{gd['metrics']['forget_acc']:.3f} ({lo:.2f}–{hi:.2f})" in (out / "report.md").read_text()
+
+
 def test_second_run_reuses_cache(demo_run, tmp_path):
     _, results, _ = demo_run
     logs: list[str] = []
@@ -87,3 +120,16 @@ def test_second_run_reuses_cache(demo_run, tmp_path):
     assert again["models"]["target"]["metrics"] == results["models"]["target"]["metrics"]
     # same seed -> same unlearning result
     assert again["models"]["gd"]["metrics"]["forget_acc"] == results["models"]["gd"]["metrics"]["forget_acc"]
+
+
+def test_controls_default_to_hide_q4_in_the_demo_only(tmp_path):
+    assert resolve_controls(RunConfig(), tiny=True) == ["hide_q4"]
+    assert resolve_controls(RunConfig(benchmark="tofu"), tiny=True) == []
+    assert resolve_controls(RunConfig(), tiny=False) == []
+    assert resolve_controls(RunConfig(audit={"enabled": False}), tiny=True) == []
+    assert resolve_controls(RunConfig(benchmark="tofu", audit={"controls": ["hide_q4"]}), tiny=False) == ["hide_q4"]
+    assert resolve_controls(RunConfig(audit={"controls": []}), tiny=True) == []
+    # a method is not a control: one line naming it, before any training
+    with pytest.raises(DataError, match="audit.controls: 'gd' is not a planted control; controls: hide_q4"):
+        run_world(RunConfig(audit={"controls": ["gd"]}), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

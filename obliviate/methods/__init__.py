@@ -14,6 +14,11 @@ Methods that are more than a loss declare optional hooks, all called by the one 
 - `check_task(task)`: the data has what the method needs (a field), else a one-line
   `DataError`; `check_task` below runs it before any model is loaded.
 `trains=False` marks a method that does all its work in `setup` (no optimizer steps).
+
+`group="control"` registers a planted positive control for the audit (e.g. `hide_q4`, which
+hides knowledge from 4-bit rounding on purpose): `get_method` finds it, but `available()`
+lists only real methods unless asked for controls, so no default list, comparison page or
+registry-wide method test picks a control up as a method.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Method:
     finalize: Callable[..., Any] | None = None
     check_task: Callable[..., None] | None = None
     trains: bool = True
+    group: str = "method"  # "method" | "control" (a planted positive control for the audit)
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -65,13 +71,20 @@ def _load_all() -> None:
             importlib.import_module(f"{__name__}.{mod.name}")
 
 
-def available() -> dict[str, Method]:
+def available(controls: bool = False) -> dict[str, Method]:
+    """The registered unlearning methods by name; with `controls`, the planted controls too."""
     _load_all()
-    return dict(sorted(_REGISTRY.items()))
+    return dict(sorted((n, m) for n, m in _REGISTRY.items() if controls or m.group == "method"))
+
+
+def controls() -> dict[str, Method]:
+    """The planted positive controls (group "control") by name."""
+    _load_all()
+    return dict(sorted((n, m) for n, m in _REGISTRY.items() if m.group == "control"))
 
 
 def get_method(name: str) -> Method:
-    methods = available()
+    methods = available(controls=True)
     if name not in methods:
         raise KeyError(f"unknown method {name!r}; available: {', '.join(methods)}")
     return methods[name]

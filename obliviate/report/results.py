@@ -1,8 +1,10 @@
 """results.json (the schema later tools read) and per_item.jsonl.
 
 results.json = {"benchmark": str, "seed": int, "config": {...}, "provenance": {...},
-                "models": {NAME: {"metrics": {METRIC: float}, "per_item": {SET: {METRIC: [...]}},
-                                  "unlearn": {...}}}}
+                "models": {NAME: {"metrics": {METRIC: float}, "metrics_ci": {METRIC: [lo, hi]},
+                                  "per_item": {SET: {METRIC: [...]}}, "unlearn": {...},
+                                  "control": true (planted controls only)}}}
+(`metrics_ci`: 95% bootstrap intervals over items, `obliviate.evaluate.metric_intervals`)
 NaN is written as null (valid JSON) and read back as NaN.
 """
 

@@ -32,9 +32,23 @@ def columns(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [tuple(c) for c in results.get("columns") or SUMMARY_METRICS]
 
 
+def _ci(ci: Any, percent: bool = False) -> str:
+    """" (lo–hi)" of a 95% interval, "" when there is none (or it is not finite)."""
+    if not ci or any(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in ci):
+        return ""
+    return f" ({ci[0]:.0%}–{ci[1]:.0%})".replace("%–", "–") if percent else f" ({ci[0]:.2f}–{ci[1]:.2f})"
+
+
+def model_label(name: str, entry: dict[str, Any] | None = None, controls: list[str] | None = None) -> str:
+    """A planted positive control (e.g. hide_q4) is labelled as such wherever models are listed."""
+    is_control = (entry or {}).get("control") or name in (controls or [])
+    return f"{name} (control)" if is_control else name
+
+
 def rows(results: dict[str, Any]) -> list[list[str]]:
-    """One row per model; a multi-seed run (`--seeds`) shows mean ± std over the seeds; a metric a
-    model records as not measured (`not_measured`) reads "n/a"."""
+    """One row per model; a multi-seed run (`--seeds`) shows mean ± std over the seeds; a metric
+    aggregated over items shows its 95% bootstrap interval; a metric a model records as not
+    measured (`not_measured`) reads "n/a"."""
     from obliviate.seeds import format_mean_std
 
     def cell(entry: dict[str, Any], k: str) -> str:
@@ -42,9 +56,10 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             return "n/a"
         if "metrics_std" in entry and isinstance(entry["metrics"].get(k), float):
             return format_mean_std(entry["metrics"][k], entry["metrics_std"].get(k))
-        return _fmt(entry["metrics"].get(k))
+        return _fmt(entry["metrics"].get(k)) + _ci(entry.get("metrics_ci", {}).get(k))
 
-    return [[name] + [cell(entry, k) for k, _, _ in columns(results)] for name, entry in results["models"].items()]
+    return [[model_label(name, entry)] + [cell(entry, k) for k, _, _ in columns(results)]
+            for name, entry in results["models"].items()]
 
 
 def not_measured_notes(results: dict[str, Any]) -> list[str]:
@@ -84,7 +99,7 @@ def print_table(results: dict[str, Any], console=None) -> None:
         console.print(note, highlight=False)
 
 
-def _pct(row: dict[str, Any] | None, key: str) -> str:
+def _pct(row: dict[str, Any] | None, key: str, ci: bool = False) -> str:
     from obliviate.audit import ERROR
 
     if row and str(row.get("unavailable", "")).startswith(ERROR):
@@ -92,20 +107,24 @@ def _pct(row: dict[str, Any] | None, key: str) -> str:
     if not row or "unavailable" in row:
         return "n/a"
     v = row.get(key)
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0%}"
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.0%}" + (_ci(row.get(f"{key}_ci"), percent=True) if ci else "")
 
 
 def audit_grid(audit: dict[str, Any], key: str = "recovered_net") -> tuple[list[str], list[list[str]]]:
-    """One row per attack. Method columns show the recovery score `key`; the target and oracle
-    columns (controls) show their forget accuracy under the attack."""
+    """One row per attack. Method columns (planted controls such as hide_q4 among them, labelled)
+    show the recovery score `key` and its 95% interval; the target and oracle columns (controls)
+    show their forget accuracy under the attack."""
     methods = [n for n in audit["models"] if n not in ("target", "oracle")]
     controls = [n for n in ("target", "oracle") if n in audit["models"]]
     k = audit.get("knowledge")
     measure = "ROUGE" if k == "rouge" else "acc" if k in (None, "acc") else "K"
-    head = ["attack", *methods, *(f"{c} {measure}" for c in controls)]
+    head = ["attack", *(model_label(m, controls=audit.get("controls")) for m in methods),
+            *(f"{c} {measure}" for c in controls)]
     rows = []
     for attack in audit["attacks"]:
-        cells = [_pct(audit["models"][m].get(attack), key) for m in methods]
+        cells = [_pct(audit["models"][m].get(attack), key, ci=True) for m in methods]
         cells += [_pct(audit["models"][c].get(attack), "forget_acc") for c in controls]
         rows.append([attack, *cells])
     return head, rows
@@ -115,7 +134,8 @@ def audit_markdown(audit: dict[str, Any]) -> str:
     head, rows = audit_grid(audit)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", *(f"- **{m}**: {v}" for m, v in audit.get("verdicts", {}).items())]
+    lines += ["", *(f"- **{model_label(m, controls=audit.get('controls'))}**: {v}"
+                    for m, v in audit.get("verdicts", {}).items())]
     lines += [f"- {e}" for e in _errors(audit)]
     return "\n".join(lines)
 
@@ -145,6 +165,6 @@ def print_audit(audit: dict[str, Any], console=None) -> None:
         table.add_row(*r)
     console.print(table)
     for m, v in audit.get("verdicts", {}).items():
-        console.print(f"  [bold]{m}[/]: {v}", highlight=False)
+        console.print(f"  [bold]{model_label(m, controls=audit.get('controls'))}[/]: {v}", highlight=False)
     for e in _errors(audit):
         console.print(f"  [red]{e}[/]", highlight=False, soft_wrap=True)

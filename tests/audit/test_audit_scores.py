@@ -90,3 +90,58 @@ def test_net_recovery_discounts_what_the_attack_teaches_the_oracle():
 def test_an_attack_that_hurts_the_oracle_does_not_count_as_recovery():
     # quantizing costs the oracle a chance-level guess (0.10 -> 0.08); U is unchanged
     assert recovery_scores(0.82, 0.82, 1.0, 0.10, 0.08)["recovered_net"] == 0.0
+
+
+# --- intervals and the verdicts that respect them (issue 11) ------------------------------------
+
+
+def _one_attack(n: int, recovered: int):
+    """n forget items: T knows all, O and U none; the attack gives U back `recovered` of them."""
+    task = _task(n)
+    base = {"target": _probe([1] * n), "oracle": _probe([0] * n), "u": _probe([0] * n)}
+    attacked = {"u": {"rtn4": _probe([1] * recovered + [0] * (n - recovered))},
+                "target": {"rtn4": _probe([1] * n)}, "oracle": {"rtn4": _probe([0] * n)}}
+    return score_audit(task, base, attacked)["u"]["rtn4"]
+
+
+def test_scores_carry_paired_bootstrap_intervals():
+    row = _one_attack(40, 20)
+    assert row["recovered_net"] == pytest.approx(0.5)
+    for key in ("recovered", "recovered_vs_oracle", "recovered_net", "forget_acc"):
+        lo, hi = row[f"{key}_ci"]
+        assert lo < row[key] < hi, key
+        # 40 items at 0.5: about +-1.96 * sqrt(0.25 / 40) = +-0.155
+        assert hi - lo == pytest.approx(0.31, abs=0.06), key
+
+
+def test_small_recovery_on_few_items_is_inconclusive():
+    row = _one_attack(10, 3)  # 30% recovered, but 3 of 10 items: the interval reaches below 25%
+    assert row["recovered_net"] == pytest.approx(0.3) and row["recovered_net_ci"][0] < 0.25
+    v = verdict({"rtn4": row}, forget_acc=0.0, target_forget_acc=1.0, oracle_forget_acc=0.0)
+    lo, hi = row["recovered_net_ci"]
+    assert v == f"inconclusive (30%, 95% CI {lo:.0%}–{hi:.0%}, rtn4)"
+    # the same share on 40 items clears the threshold at its lower bound
+    many = _one_attack(40, 36)
+    assert many["recovered_net_ci"][0] >= 0.25
+    assert verdict({"rtn4": many}, 0.0, 1.0, oracle_forget_acc=0.0).startswith("hides: rtn4 recovers 90% (95% CI")
+
+
+def test_no_attack_scored_is_not_audited():
+    """Issue 12 A2: when every attack is n/a or NaN there is no evidence, so no "forgets"."""
+    unavailable = {"rtn4": {"unavailable": "bitsandbytes is not usable here"}, "rtt": {"unavailable": "x"}}
+    v = verdict(unavailable, forget_acc=0.1, target_forget_acc=1.0)
+    assert v.startswith("not audited: ") and "bitsandbytes is not usable here" in v and "forgets" not in v
+    nan = {"rtn4": {"recovered_net": float("nan")}, "rtt": {"unavailable": "x"}}
+    assert verdict(nan, 0.1, 1.0).startswith("not audited: ") and "rtn4" in verdict(nan, 0.1, 1.0)
+
+
+def test_did_not_forget_is_measured_against_the_oracle_gap():
+    """Issue 12 A3: with ROUGE as K (TOFU) the oracle answers with K well above 0; a model exactly at
+    the oracle's level has forgotten all there is to forget."""
+    rows = {"rtn4": {"recovered_net": 0.0, "recovered_net_ci": [0.0, 0.05]}}
+    at_oracle = verdict(rows, forget_acc=0.35, target_forget_acc=0.6, oracle_forget_acc=0.35)
+    assert at_oracle.startswith("forgets"), at_oracle
+    # a model that closed only a fifth of the gap did not forget
+    assert verdict(rows, 0.55, 0.6, oracle_forget_acc=0.35).startswith("did not forget")
+    # without an oracle the floor is 0, as before
+    assert verdict(rows, 0.35, 0.6).startswith("did not forget")
