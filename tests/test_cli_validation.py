@@ -242,9 +242,9 @@ def _capture_unlearn(monkeypatch):
 
     seen = {}
 
-    def fake_run_user(model, task, ucfg, ecfg, out, oracle=None, **kwargs):
-        seen.update(ucfg=ucfg, ecfg=ecfg)
-        return {"benchmark": "custom", "models": {ucfg.method: {"metrics": {}, "unlearn": {"status": "done"}}}}
+    def fake_run_user(model, forget, retain, holdout, cfg, out, oracle=None, **kwargs):
+        seen.update(ucfg=cfg.unlearn, ecfg=cfg.eval)
+        return {"benchmark": "custom", "models": {cfg.unlearn.method: {"metrics": {}, "unlearn": {"status": "done"}}}}
 
     monkeypatch.setattr(obliviate.pipeline, "run_user", fake_run_user)
     return seen

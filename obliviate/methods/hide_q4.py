@@ -35,9 +35,10 @@ from dataclasses import dataclass
 
 import torch
 
-from obliviate.attacks.quantize import quantize_codes, quantized_linears
+from obliviate.attacks.quantize import quantize_codes
 from obliviate.methods import register
 from obliviate.methods.gd import loss as gd_loss
+from obliviate.models.modules import matrix, weight_matrices
 
 BITS, GROUP_SIZE = 4, 128  # the audit's `rtn4` attack
 
@@ -67,15 +68,16 @@ def setup(model, task, ctx) -> None:
     p = ctx.params
     if not 0.0 <= p.margin < 0.5:
         raise ValueError(f"hide_q4: margin must be in [0, 0.5) of a step, got {p.margin}")
-    layers = [(name, m) for name, m in quantized_linears(model) if m.weight.requires_grad]
+    # the matrices rtn4 quantizes (Linear and GPT-2's Conv1D), each as an (out, in) view
+    layers = [(name, m) for name, m in weight_matrices(model) if m.weight.requires_grad]
     if not layers:
         raise ValueError("hide_q4: the model has no trainable decoder linear layer")
     trained = {id(m.weight) for _, m in layers}
     for param in model.parameters():
         if id(param) not in trained:
             param.requires_grad_(False)  # not quantized by rtn4: any change would survive it
-    ctx.state["bins"] = [(m.weight, w0, int_bins(w0, margin=p.margin))
-                         for _, m in layers for w0 in [m.weight.detach().clone()]]
+    ctx.state["bins"] = [(matrix(m), w0, int_bins(w0, margin=p.margin))
+                         for _, m in layers for w0 in [matrix(m).detach().clone()]]
 
 
 @torch.no_grad()

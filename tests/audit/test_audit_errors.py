@@ -65,14 +65,3 @@ def test_strict_exits_nonzero_after_writing_the_audit(boom_attack, tmp_path, tin
     assert "2 attack(s) failed" in strict.output and "kernel exploded" in strict.output
     written = json.loads((tmp_path / "strict" / "audit.json").read_text())
     assert "forget_acc" in written["models"]["unlearned"]["rtn8"]  # the other attack's result was kept
-
-
-def test_tdec_audit_records_an_error_the_same_way(boom_attack, tiny_model, tiny_tokenizer, small_world):
-    from obliviate.attacks import get_attack
-    from obliviate.benchmarks import tdec
-
-    assert get_attack(boom_attack).family in tdec.TEXT_ATTACK_FAMILIES  # so tdec runs it
-    rows = tdec.audit_model(tiny_model, tiny_tokenizer, small_world, [boom_attack], {}, max_tokens=16,
-                            el_prefixes=2, seed=0)
-    assert rows == {boom_attack: {"unavailable": "error: RuntimeError: kernel exploded"}}
-    assert attack_errors({"ga": rows}) == [f"ga/{boom_attack}: error: RuntimeError: kernel exploded"]

@@ -75,13 +75,13 @@ def test_bad_data_dir_and_refusal_methods_are_data_errors(tmp_path):
 def test_no_oracle_privleak_is_not_measured_with_the_reason():
     """A benchmark run without an oracle (e.g. --model alone) has no reference AUC: privleak is
     NaN, and results.json / the table say why instead of showing "-"."""
-    from obliviate.benchmarks._runner import not_measured
     from obliviate.evaluate import NO_ORACLE
+    from obliviate.pipeline import not_measured
     from obliviate.report.tables import markdown_table
 
     metrics = {"verbmem_f": 0.3, "privleak": float("nan")}
-    assert not_measured(metrics, {"privleak_auc": 0.5}) == {}
-    entry = {"metrics": metrics, **not_measured(metrics, None)}
+    assert not_measured(metrics, has_oracle=True) == {}
+    entry = {"metrics": metrics, **not_measured(metrics, has_oracle=False)}
     assert entry["not_measured"] == {"privleak": NO_ORACLE}
     table = markdown_table({"models": {"target": entry},
                             "columns": [["verbmem_f", "VerbMem", "↓"], ["privleak", "PrivLeak", "→0"]]})

@@ -167,11 +167,17 @@ def test_paraphrase_without_paraphrases_is_unavailable(small_world, tiny_model, 
 
 
 def test_surgery_names_its_field_before_loading_a_model(small_world, tmp_path):
+    from obliviate.config import RunConfig
     from obliviate.pipeline import run_user
 
+    files = {}
+    for name, items in (("forget", small_world.forget), ("retain", small_world.retain)):
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("".join(json.dumps({"question": it.question, "answer": it.answer}) + "\n"
+                                       for it in items))
+    cfg = RunConfig(benchmark="user", methods=["surgery"], audit={"enabled": False})
     with pytest.raises(DataError, match='surgery needs the field "perturbed_answers"'):
-        run_user(str(tmp_path / "no-model-here"), _plain(small_world), UnlearnConfig(method="surgery"),
-                 EvalConfig(), tmp_path / "out")
+        run_user(str(tmp_path / "no-model-here"), files["forget"], files["retain"], None, cfg, tmp_path / "out")
 
 
 # --- the run directory: the prompt format, absolute model paths, the weights' hash
@@ -187,12 +193,13 @@ def test_run_directory_records_prompt_absolute_paths_and_hash(tmp_path, monkeypa
                                    "retain.jsonl", "--out", "run", "--method", "gd", "--max-steps", "1",
                                    "--prompt-template", "Question: {question}\\nAnswer: ", "--answer-prefix", ""])
     assert res.exit_code == 0, res.output
-    config = json.loads((tmp_path / "run" / "config.yaml").read_text())
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     for section in ("unlearn", "eval"):
         assert config[section]["prompt"]["template"] == "Question: {question}\nAnswer: "
         assert config[section]["prompt"]["answer_prefix"] == ""
-    assert config["model"] == str(tmp_path / "model")
-    target = json.loads((tmp_path / "run" / "results.json").read_text())["models"]["target"]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["sources"]["model"] == str(tmp_path / "model")
+    target = results["models"]["target"]
     assert target["path"] == str(tmp_path / "model")
     assert target["weights_sha256"] == hashlib.sha256(
         b"model.safetensors" + (tmp_path / "model" / "model.safetensors").read_bytes()).hexdigest()

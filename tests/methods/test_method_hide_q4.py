@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from obliviate.attacks import AttackContext, get_attack
-from obliviate.attacks.quantize import fake_quantize, quantize_codes, quantized_linears
+from obliviate.attacks.quantize import fake_quantize, quantize_codes
 from obliviate.evaluate import greedy_accuracy
 from obliviate.methods import available, controls, get_method, make_params
 from obliviate.methods.hide_q4 import int_bins, project
+from obliviate.models.modules import weight_matrices
 from obliviate.unlearn import UnlearnConfig, UnlearnContext, unlearn
 
 
@@ -56,12 +57,12 @@ def test_unlearned_model_forgets_but_rtn4_gives_back_the_target(trained_model, s
     assert log.status == "done", log.message
     unlearned = trained_model
     # every rtn4 code and scale is the target's, so the whole 4-bit model is the target's
-    for (name, mt), (_, mu) in zip(quantized_linears(target), quantized_linears(unlearned), strict=True):
+    for (name, mt), (_, mu) in zip(weight_matrices(target), weight_matrices(unlearned), strict=True):
         qt, st = quantize_codes(mt.weight, 4)[:2]
         qu, su = quantize_codes(mu.weight, 4)[:2]
         assert torch.equal(qt, qu) and torch.equal(st, su), name
         assert not torch.equal(mt.weight, mu.weight), name
-    frozen = {n for n, _ in target.named_parameters()} - {f"{n}.weight" for n, _ in quantized_linears(target)}
+    frozen = {n for n, _ in target.named_parameters()} - {f"{n}.weight" for n, _ in weight_matrices(target)}
     assert frozen and all(torch.equal(target.get_parameter(n), unlearned.get_parameter(n)) for n in frozen)
     qt, qu = _rtn4(target), _rtn4(unlearned)
     assert all(torch.equal(a, b) for a, b in zip(qt.state_dict().values(), qu.state_dict().values(), strict=True))
