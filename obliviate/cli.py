@@ -544,7 +544,8 @@ def bench_muse_cmd(
     articles: Annotated[int | None, typer.Option(
         help="keep the first N forget articles (default: 9 for the tiny models, all for --model; 0: all)")] = None,
     probed: Annotated[bool, typer.Option(
-        help="keep only the articles that hold a VerbMem probe (more probes for a reduced run)")] = False,
+        "--probed-articles", help="keep only the articles that hold a VerbMem probe (more probes for a reduced run)")
+    ] = False,
     model: ModelOpt = None,
     oracle: OracleOpt = None,
     methods: MethodsOpt = None,
