@@ -234,7 +234,7 @@ def write_report(out: Path, results: dict[str, Any], command: str, notes: list[s
             if m.get("oracle_stand_in"):
                 lines += [f"{m['oracle_stand_in']}.", ""]
             lines += [audit_markdown({"attacks": audit["attacks"], "knowledge": k, "models": m["models"],
-                                      "verdicts": m["verdicts"]}), ""]
+                                      "verdicts": m["verdicts"], "controls": audit.get("controls")}), ""]
         if "noise_int4" in audit.get("attacks", []):
             lines += ["`noise_int4` adds Gaussian noise with the std of RTN int4's rounding error, step/√12 "
                       "(step = the int4 group-128 scale): a perturbation as large as rtn4's, without its pull "
@@ -266,9 +266,10 @@ def write_report(out: Path, results: dict[str, Any], command: str, notes: list[s
 def run_world(cfg: RunConfig, out: Path, log=print, command: str = "obliviate demo",
               resume: bool = False) -> dict[str, Any]:
     """`obliviate demo`: the embedded world end to end, written to `out`."""
-    from obliviate.benchmarks.spec import declare
+    from obliviate.benchmarks.spec import declare, precheck
 
-    resolve_controls(cfg, tiny=True)  # a bad control name fails before any training
+    resolve_controls(cfg, tiny=True)  # a bad control or attack name fails before any training
+    precheck(cfg, text=False)
     return run_benchmark(declare("world", cfg, log), cfg, out, log, command, resume=resume)
 
 

@@ -316,7 +316,10 @@ def run(out: Path, cfg: RunConfig, data: Path, articles: int | None = DEFAULT_AR
         oracle: str | None = None, log=print, command: str = "obliviate bench muse",
         probed: bool = False, resume: bool = False) -> dict[str, Any]:
     """MUSE-News end to end into the run directory `out` (see the module docstring)."""
+    from obliviate.benchmarks.spec import precheck
     from obliviate.pipeline import run_benchmark
+
+    precheck(cfg, text=True)  # before any data is read or model trained
 
     cfg = cfg.model_copy(update={"benchmark": "muse"})
     return run_benchmark(declare(cfg, log, str(data), articles, model, oracle, probed), cfg, out, log, command, resume=resume)

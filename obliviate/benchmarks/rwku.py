@@ -186,7 +186,10 @@ def run(out: Path, cfg: RunConfig, data: Path, model: str, subjects: list[str], 
     `cfg.methods`, evaluate every unlearned model, audit; writes the run directory `out` and
     returns the results. `chat`: prompt through the tokenizer's chat template (RWKU does, for
     instruct models)."""
+    from obliviate.benchmarks.spec import precheck
     from obliviate.pipeline import run_benchmark
+
+    precheck(cfg, text=True)  # before any data is read or model trained
 
     bench = declare(cfg, log, str(data), model, subjects, chat, strict)
     return run_benchmark(bench, cfg.model_copy(update={"benchmark": "rwku"}), out, log, command, resume=resume)

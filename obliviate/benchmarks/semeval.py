@@ -262,7 +262,10 @@ def declare(cfg: RunConfig, log=print, data: str = "", model: str | None = None,
 def run(out: Path, cfg: RunConfig, data: Path, model: str | None = None, oracle: str | None = None,
         mmlu: float | None = None, log=print, command: str = "obliviate bench semeval", resume: bool = False) -> dict[str, Any]:
     """SemEval-2025 Task 4 end to end into the run directory `out` (see the module docstring)."""
+    from obliviate.benchmarks.spec import precheck
     from obliviate.pipeline import run_benchmark
+
+    precheck(cfg, text=True)  # before any data is read or model trained
 
     cfg = cfg.model_copy(update={"benchmark": "semeval"})
     return run_benchmark(declare(cfg, log, str(data), model, oracle, mmlu), cfg, out, log, command, resume=resume)

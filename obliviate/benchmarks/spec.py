@@ -83,6 +83,18 @@ def check_methods(methods: list[str], text: bool) -> None:
                             f"pick another method (e.g. ga, gd, npo, npo_gd)")
 
 
+def precheck(cfg, text: bool) -> None:
+    """Everything about the run's settings that can be checked before a benchmark loads data or
+    trains its tiny models: method names (and, on raw text, methods that need questions) and
+    attack names. Each benchmark's `run` calls it first; the loop checks again."""
+    check_methods(cfg.methods, text)
+    if cfg.audit.enabled and cfg.audit.attacks:
+        from obliviate.attacks import get_attack
+
+        for a in cfg.audit.attacks:
+            get_attack(a)
+
+
 def with_method_defaults(cfg, defaults: dict[str, dict[str, Any]]):
     """`cfg` with a benchmark's per-method settings under what the user set: a field of the run
     file's `unlearn:` block or of `method_overrides.METHOD` wins (config.yaml records the result)."""

@@ -384,7 +384,10 @@ def run(out: Path, cfg: RunConfig, data: Path, forget_set: int = 0, model: str |
         max_tokens: int | None = None, el_prefixes: int | None = EL_PREFIXES, log=print,
         command: str = "obliviate bench tdec", resume: bool = False) -> dict[str, Any]:
     """The TDEC benchmark end to end, written to the run directory `out` (see `declare`)."""
+    from obliviate.benchmarks.spec import precheck
     from obliviate.pipeline import run_benchmark
+
+    precheck(cfg, text=True)  # before any data is read or model trained
 
     cfg = resolve_config(cfg, model is None)
     bench = declare(cfg, log, str(data), forget_set, model, unseen, limit, retain_per_set, max_tokens, el_prefixes)

@@ -55,6 +55,9 @@ def declare(cfg: RunConfig, log=print, split: str = "forget10", authors: int | N
 def run(out: Path, cfg: RunConfig, split: str = "forget10", authors: int | None = None, data: Path | None = None,
         model: str | None = None, oracle: str | None = None, log=print,
         command: str = "obliviate bench tofu", resume: bool = False) -> dict[str, Any]:
+    from obliviate.benchmarks.spec import precheck
+
+    precheck(cfg, text=False)  # before any data is read or model trained
     cfg = cfg.model_copy(update={"benchmark": "tofu",
                                  "eval": cfg.eval.model_copy(update={"knowledge": "rouge"})})
     bench = declare(cfg, log, split, authors, str(data) if data else None, model, oracle)

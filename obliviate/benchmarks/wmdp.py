@@ -247,7 +247,10 @@ def run(out: Path, cfg: RunConfig, data: Path, model: str, subsets=SPLITS, limit
         log=print, command: str = "obliviate bench wmdp", resume: bool = False) -> dict[str, Any]:
     """Evaluate `model` (and `baseline`) on WMDP; with both corpora, unlearn `model` with each of
     `cfg.methods` and evaluate every unlearned model; audit. Writes the run directory `out`."""
+    from obliviate.benchmarks.spec import precheck
     from obliviate.pipeline import run_benchmark
+
+    precheck(cfg, text=True)  # before any data is read or model trained
 
     bench = declare(cfg, log, str(data), model, subsets, limit, str(forget_corpus) if forget_corpus else None,
                     str(retain_corpus) if retain_corpus else None, baseline)
