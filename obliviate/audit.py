@@ -213,6 +213,9 @@ def score_audit(task: ForgetTask, base: dict[str, Probe], attacked: dict[str, di
                                        _k(o_correct, idx), k_att_o))
             row.update(recovery_intervals(res.forget_correct, base[name].forget_correct[idx], t_correct[idx],
                                           o_correct[idx], _on_items(o_att, idx)))
+            # per probed item, K under the attack (report.html shows which items came back)
+            row["forget_per_item"] = {"index": [int(i) for i in idx],
+                                      "k": [float(v) for v in res.forget_correct]}
             table[name][attack] = row
     return table
 

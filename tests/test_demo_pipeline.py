@@ -92,6 +92,12 @@ def test_planted_control_is_caught_by_rtn4(demo_run):
     assert entry["audit"]["rtn8"]["recovered_net"] < 0.5  # 8-bit bins are 18x finer: the hiding does not hold
     assert results["audit"]["verdicts"]["hide_q4"].startswith("hides: rtn4 recovers")
     assert results["audit"]["diagnostics"]["hide_q4"]["changed_int4_codes"] == 0.0
+    # per item: K under each attack, and report.html names rtn4 under the items it brings back
+    per = rtn4["forget_per_item"]
+    assert len(per["index"]) == len(per["k"]) == rtn4["n_probed"]
+    assert sum(per["k"]) / len(per["k"]) == pytest.approx(rtn4["forget_acc"])
+    page = (out / "report.html").read_text()
+    assert "back under: rtn4" in page
     report = (out / "report.md").read_text()
     assert "**hide_q4 (control)**: hides: rtn4" in report and "| hide_q4 (control) |" in report
 

@@ -464,6 +464,7 @@ def _items(run: dict[str, Any]) -> str:
         "knowledge")
     keys = ("rouge", "acc", "correct") if knowledge == "rouge" else ("acc", "correct", "rouge")
     sets = list(dict.fromkeys(it["set"] for it in items))
+    came_back = _came_back(run)
     head = "".join(f"<th>{escape(h)}</th>" for h in ("set", "#", "question", "answer", *models))
     body = []
     for it in shown:
@@ -478,19 +479,39 @@ def _items(run: dict[str, Any]) -> str:
             cls = "" if score is None else ' class="ok"' if score >= 0.5 else ' class="no"'
             mark = "" if score is None else ("✓ " if score >= 0.5 else "✗ ") if score in (0.0, 1.0) else f"{score:.2f} "
             gen = str(r.get("generation", "")) if "generation" in r else "(no generation)"
-            cells.append(f'<td data-v="{-1 if score is None else score}"{cls}>{escape(mark + _clip(gen))}</td>')
+            back = ([a for a, k in came_back.get((m, it["index"]), []) if k >= 0.5 and (score is None or score < 0.5)]
+                    if it["set"] == "forget" else [])
+            note = f'<br /><small class="back">back under: {escape(", ".join(back))}</small>' if back else ""
+            cells.append(f'<td data-v="{-1 if score is None else score}"{cls}>{escape(mark + _clip(gen))}{note}</td>')
         body.append(f'<tr data-set="{escape(it["set"])}">{"".join(cells)}</tr>')
     more = (f'<p class="na">The first {MAX_ITEMS} of {len(items)} items; per_item.jsonl has them all.</p>'
             if len(items) > MAX_ITEMS else "")
     options = "".join(f'<option value="{escape(s)}">{escape(s)}</option>' for s in sets)
     return (f"<p>Every probe item with each model's greedy generation (✓/✗: correct; a number: ROUGE-L recall, "
-            "highlighted from 0.5). "
+            "highlighted from 0.5); under a forget item a model no longer knows, \"back under\" names the attacks "
+            "that bring it back (K ≥ 0.5 under the attack). "
             "Click a column header to sort (by correctness for a model); type to filter.</p>"
             f'<p><input id="item-filter" type="search" placeholder="filter items" /> '
             f'<select id="item-set"><option value="">all sets</option>{options}</select> '
             f'<span id="item-count">{len(shown)} items</span></p>{more}'
             f'<div class="scroll"><table id="item-table" class="items"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def _came_back(run: dict[str, Any]) -> dict[tuple[str, Any], list[tuple[str, float]]]:
+    """{(model, forget item index): [(attack, K of the item under the attack)]} from the audit's
+    per-item rows (`forget_per_item`), so the item table can say which forgotten items an attack
+    brings back."""
+    out: dict[tuple[str, Any], list[tuple[str, float]]] = {}
+    for model, rows in ((run["audit"] or {}).get("models") or {}).items():
+        for attack, row in (rows or {}).items():
+            per = row.get("forget_per_item") if isinstance(row, dict) else None
+            if not per:
+                continue
+            for i, k in zip(per.get("index", []), per.get("k", []), strict=False):
+                if _finite(k):
+                    out.setdefault((model, i), []).append((attack, float(k)))
+    return out
 
 
 def _clip(text: str, n: int = 400) -> str:
