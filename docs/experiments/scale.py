@@ -195,7 +195,7 @@ def render(args) -> None:
              "Command: `python docs/experiments/scale.py run && python docs/experiments/scale.py followup && "
              "python docs/experiments/scale.py render`", "",
              f"Machine: {args.machine}.", "",
-             "## Models", "", "| hidden | parameters | training time (s) | target forget/retain | "
+             "## Models", "", "| hidden | parameters | training time, target + oracle (s) | target forget/retain | "
              "oracle forget/retain |", "|---|---|---|---|---|"]
     for w in widths:
         t, o = _control(rows, w, "target"), _control(rows, w, "oracle")
