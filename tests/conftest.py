@@ -104,3 +104,19 @@ def demo_run(tmp_path_factory):
     logs: list[str] = []
     results = run_world(RunConfig(**REDUCED), out, log=logs.append)
     return out, results, logs
+
+
+@pytest.fixture
+def user_files(tmp_path, small_world, tiny_model, tiny_tokenizer):
+    """An untrained tiny model and the small world's forget/retain sets as files (CLI tests)."""
+    from tests.files import user_files as make
+
+    return make(tmp_path, small_world, tiny_model, tiny_tokenizer)
+
+
+@pytest.fixture
+def trained_files(tmp_path, small_world, trained_model, tiny_tokenizer):
+    """The trained tiny model and the small world's forget/retain sets as files (CLI tests)."""
+    from tests.files import user_files as make
+
+    return make(tmp_path, small_world, trained_model, tiny_tokenizer)

@@ -10,22 +10,9 @@ from typer.testing import CliRunner
 
 from obliviate.cli import app
 from obliviate.methods import available, controls
-from obliviate.models.load import save_model
+from tests.files import write_jsonl
 
 runner = CliRunner()
-
-
-def _write_jsonl(path, items):
-    path.write_text("".join(json.dumps({"question": it.question, "answer": it.answer}) + "\n" for it in items))
-    return path
-
-
-@pytest.fixture
-def user_files(tmp_path, small_world, tiny_model, tiny_tokenizer):
-    model_dir = save_model(tiny_model, tiny_tokenizer, tmp_path / "model")
-    forget = _write_jsonl(tmp_path / "forget.jsonl", small_world.forget)
-    retain = _write_jsonl(tmp_path / "retain.jsonl", small_world.retain)
-    return {"model": model_dir, "forget": forget, "retain": retain, "tmp": tmp_path}
 
 
 def _unlearn(f, *extra):
@@ -79,7 +66,7 @@ def test_empty_forget_set(user_files):
 
 
 def test_forget_retain_overlap(user_files, small_world):
-    _write_jsonl(user_files["retain"], small_world.retain + small_world.forget[:1])
+    write_jsonl(user_files["retain"], small_world.retain + small_world.forget[:1])
     res = _unlearn(user_files)
     assert res.exit_code == 2
     assert "also in the retain set" in res.output

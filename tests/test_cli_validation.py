@@ -14,22 +14,9 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from obliviate.cli import app
-from obliviate.models.load import save_model
+from tests.files import write_jsonl
 
 runner = CliRunner()
-
-
-def _write_jsonl(path, items):
-    path.write_text("".join(json.dumps({"question": it.question, "answer": it.answer}) + "\n" for it in items))
-    return path
-
-
-@pytest.fixture
-def trained_files(tmp_path, small_world, trained_model, tiny_tokenizer):
-    model_dir = save_model(trained_model, tiny_tokenizer, tmp_path / "model")
-    forget = _write_jsonl(tmp_path / "forget.jsonl", small_world.forget)
-    retain = _write_jsonl(tmp_path / "retain.jsonl", small_world.retain)
-    return {"model": model_dir, "forget": forget, "retain": retain, "tmp": tmp_path}
 
 
 def _unlearn(f, *extra, out=None):
@@ -76,14 +63,6 @@ def _assert_one_line_exit_2(res, *words):
     assert len(lines) == 1 and lines[0].startswith("error:"), res.output
     for w in words:
         assert w in lines[0], (w, lines[0])
-
-
-@pytest.fixture
-def user_files(tmp_path, small_world, tiny_model, tiny_tokenizer):
-    model_dir = save_model(tiny_model, tiny_tokenizer, tmp_path / "model")
-    forget = _write_jsonl(tmp_path / "forget.jsonl", small_world.forget)
-    retain = _write_jsonl(tmp_path / "retain.jsonl", small_world.retain)
-    return {"model": model_dir, "forget": forget, "retain": retain, "tmp": tmp_path}
 
 
 BAD_UNLEARN_OPTIONS = {
@@ -293,7 +272,7 @@ def test_unlearn_with_a_huge_question_runs(user_files, small_world):
 
 
 def test_overlap_names_both_files_and_lines_and_leaves_the_prior_run(user_files, small_world):
-    _write_jsonl(user_files["retain"], small_world.retain[:5] + [small_world.forget[2]])
+    write_jsonl(user_files["retain"], small_world.retain[:5] + [small_world.forget[2]])
     prior = _prior_run(user_files["tmp"] / "run")
     before = _snapshot(prior)
     res = _unlearn(user_files, "--force", out=prior)

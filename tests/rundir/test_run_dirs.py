@@ -16,23 +16,15 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from obliviate.cli import app
-from obliviate.models.load import save_model
 from obliviate.rundir import lock_holder, open_run_dir
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _write_jsonl(path, items):
-    path.write_text("".join(json.dumps({"question": it.question, "answer": it.answer}) + "\n" for it in items))
-    return path
-
-
 @pytest.fixture
-def files(tmp_path, small_world, trained_model, tiny_tokenizer):
-    return {"model": save_model(trained_model, tiny_tokenizer, tmp_path / "model"),
-            "forget": _write_jsonl(tmp_path / "forget.jsonl", small_world.forget),
-            "retain": _write_jsonl(tmp_path / "retain.jsonl", small_world.retain), "tmp": tmp_path}
+def files(trained_files):
+    return trained_files
 
 
 def _args(f, out, *extra):
