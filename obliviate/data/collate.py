@@ -148,10 +148,14 @@ def encode_items(tokenizer, items: Sequence[QAItem], max_length: int = 512,
 
 
 def context_length(model) -> int | None:
-    """The longest sequence the model takes (`config.max_position_embeddings`; GPT-2's
-    n_positions maps to it), or None when the config does not say."""
-    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    return int(n) if isinstance(n, int) and n > 0 else None
+    """The longest sequence the model takes (`max_position_embeddings`, GPT-2's `n_positions`, or
+    `max_sequence_length`), None when the config does not say."""
+    cfg = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def pad_id_of(tokenizer) -> int:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from obliviate.data.collate import Encoded, fit_prompt, pad_id_of
+from obliviate.data.collate import Encoded, context_length, fit_prompt, pad_id_of
 from obliviate.data.muse import VerbMemItem
 from obliviate.data.task import QAItem
 from obliviate.metrics.extraction import greedy_generate_fn
@@ -110,16 +110,6 @@ def privleak_from_aucs(auc_model: float, auc_oracle: float) -> float:
     """PrivLeak from detection AUCs (`obliviate.metrics.mia.mia_auc` convention, 1 = members
     perfectly detectable): (AUC_model - AUC_oracle) / AUC_oracle * 100 with MUSE's AUC = 1 - ours."""
     return _privleak(auc_model, auc_oracle)
-
-
-def context_length(model) -> int | None:
-    """The model's context (`max_position_embeddings`, or `n_positions`), None when unknown."""
-    cfg = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(cfg, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 # ---------------------------------------------------------------- model-running functions
