@@ -38,6 +38,7 @@ from accelerate import Accelerator
 from accelerate.utils import GradientAccumulationPlugin, set_seed
 from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from obliviate.data.collate import (
     DEFAULT_PROMPT,
@@ -51,7 +52,7 @@ from obliviate.data.collate import (
 from obliviate.data.refusals import refusals
 from obliviate.data.task import DataError, ForgetTask
 from obliviate.methods import Method, check_task, get_method, make_params
-from obliviate.methods._losses import sequence_logp
+from obliviate.methods._losses import joint_forward, sequence_logp
 from obliviate.progress import progress
 
 
@@ -79,6 +80,10 @@ class UnlearnConfig(BaseModel):
                                "from its value before unlearning to ln(vocab), the loss of a uniform guess "
                                "(checked every check_every steps; None: off)")
     max_length: int = Field(512, ge=2)
+    group_by_length: bool = Field(True, description="batches of items of similar length (less padding); "
+                                  "False: uniformly shuffled batches")
+    joint_forward: bool = Field(True, description="one forward pass over the forget and retain batches together, "
+                                "for methods that declare it (bench/vs_trainer.py measures the gain)")
     checkpoint_every: int = Field(50, ge=0, description="optimizer steps between resumable checkpoints "
                                   "(when the run has a checkpoint directory; 0: never)")
     prompt: PromptFormat = Field(DEFAULT_PROMPT, description="prompt format (set it once, under `prompt:`)")
@@ -119,10 +124,16 @@ class UnlearnLog:
 class _EpochShuffle(torch.utils.data.Sampler):
     """A new permutation every pass, seeded by (seed, pass): `itertools.cycle` over a shuffled
     DataLoader replays its first order forever, and a resumed run must know every batch from its
-    position alone. accelerate calls `set_epoch` with the pass number before each pass."""
+    position alone. accelerate calls `set_epoch` with the pass number before each pass.
 
-    def __init__(self, n: int, seed: int):
+    With `lengths`, the permutation is length-grouped (transformers' `get_length_grouped_indices`,
+    the Trainer's `group_by_length`): shuffled, cut into mega-batches of 50 batches, each sorted by
+    length, so a batch holds items of similar length and little compute goes to padding (on TOFU,
+    random batches of 32 are 39% padding; grouped ones about 1%)."""
+
+    def __init__(self, n: int, seed: int, lengths: list[int] | None = None, batch_size: int = 1):
         self.n, self.seed, self.epoch = n, seed, 0
+        self.lengths, self.batch_size = lengths, batch_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -132,6 +143,8 @@ class _EpochShuffle(torch.utils.data.Sampler):
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.lengths is not None:
+            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
         return iter(torch.randperm(self.n, generator=g).tolist())
 
 
@@ -226,6 +239,14 @@ def _cached_logp(model, encoded: list[Encoded], pad: int, batch_size: int, devic
 
 def _tokens(batch: dict) -> int:
     return int(batch["attention_mask"].sum())
+
+
+# The batches a method's `joint` names: one forward pass serves them all (`joint_forward`).
+_PARTS: dict[str, Callable[[dict, dict], dict]] = {
+    "forget": lambda forget, retain: forget,
+    "refusal": lambda forget, retain: forget["refusal"],
+    "retain": lambda forget, retain: retain,
+}
 
 
 DIVERGENCE_ITEMS = 32  # retain items whose loss the divergence guard watches
@@ -338,10 +359,16 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
         return log
 
     forget_ds, retain_ds = _Items(forget_enc, refusal_enc), _Items(retain_enc)
-    forget_dl = DataLoader(forget_ds, batch_size=cfg.batch_size, sampler=_EpochShuffle(len(forget_ds), cfg.seed),
+    retain_bs = cfg.retain_batch_size or cfg.batch_size
+
+    def sampler(encoded: list[Encoded], seed: int, batch_size: int) -> _EpochShuffle:
+        lengths = [len(e.prompt_ids) + len(e.answer_ids) for e in encoded] if cfg.group_by_length else None
+        return _EpochShuffle(len(encoded), seed, lengths, batch_size)
+
+    forget_dl = DataLoader(forget_ds, batch_size=cfg.batch_size, sampler=sampler(forget_enc, cfg.seed, cfg.batch_size),
                            collate_fn=_collate_fn(forget_ds, pad))
-    retain_dl = DataLoader(retain_ds, batch_size=cfg.retain_batch_size or cfg.batch_size,
-                           sampler=_EpochShuffle(len(retain_ds), cfg.seed + 1), collate_fn=_collate_fn(retain_ds, pad))
+    retain_dl = DataLoader(retain_ds, batch_size=retain_bs, sampler=sampler(retain_enc, cfg.seed + 1, retain_bs),
+                           collate_fn=_collate_fn(retain_ds, pad))
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, opt_acc, forget_dl, retain_dl = accelerator.prepare(model, opt, forget_dl, retain_dl)
@@ -374,6 +401,7 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
     forget_iter = _endless(accelerator, forget_dl, position.forget_micro)
     retain_iter = _endless(accelerator, retain_dl, position.retain_micro) if method.uses_retain else None
 
+    joint = [_PARTS[name] for name in method.joint] if cfg.joint_forward else []
     t0 = time.perf_counter() - log.seconds
     model.train()
     try:
@@ -385,6 +413,8 @@ def unlearn(model, tokenizer, task: ForgetTask, cfg: UnlearnConfig, accelerator:
                     retain_batch = next(retain_iter) if retain_iter is not None else None
                     position.retain_micro += retain_batch is not None
                     with accelerator.accumulate(model):
+                        if joint and retain_batch is not None:
+                            joint_forward(model, [part(forget_batch, retain_batch) for part in joint])
                         if method.backward is not None:
                             loss = method.backward(model, forget_batch, retain_batch, ctx, accelerator)
                         else:

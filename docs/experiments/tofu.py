@@ -1,7 +1,7 @@
 """Regenerate docs/experiments/tofu.md: the TOFU protocol on tiny models trained from the real
 TOFU files, every TOFU baseline method, the TOFU metric suite and the audit.
 
-    python docs/experiments/tofu.py [--authors 20] [--split forget10] [--seed 0] [--out-run runs/tofu-doc]
+    python docs/experiments/tofu.py [--authors N] [--split forget10] [--seed 0] [--out-run runs/tofu-doc]
 
 It is `obliviate bench tofu --authors N --split S --attacks <these>` plus tables built from
 results.json and the models' training logs.
@@ -38,25 +38,27 @@ def _fmt(x) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--authors", type=int, default=20)
+    ap.add_argument("--authors", type=int, default=None, help="a reduced TOFU (default: all 200 authors)")
     ap.add_argument("--split", default="forget10")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default=",".join(tofu.DEFAULT_METHODS))
     ap.add_argument("--out-run", type=Path, default=Path("runs/tofu-doc"))
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("tofu.md"))
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 2)
+    torch.set_num_threads(threads)
     shutil.rmtree(args.out_run, ignore_errors=True)
     cfg = RunConfig(seed=args.seed, methods=args.methods.split(","), audit={"attacks": ATTACKS})
     t0 = time.perf_counter()
     results = tofu.run(args.out_run, cfg, args.split, args.authors)
     total = time.perf_counter() - t0
     models = results["models"]
-    command = (f"python docs/experiments/tofu.py --authors {args.authors} --split {args.split} "
-               f"--seed {args.seed}")
-    lines = [f"# TOFU on tiny models trained from the real data ({args.split}, {args.authors} retain authors)", "",
-             f"Command: `{command}` (2 CPU threads, {total / 60:.0f} min including training). "
-             f"The same run from the CLI: `obliviate bench tofu --split {args.split} --authors {args.authors} "
+    reduced = f" --authors {args.authors}" if args.authors else ""
+    command = f"python docs/experiments/tofu.py{reduced} --split {args.split} --seed {args.seed}"
+    scope = f"{args.authors} retain authors" if args.authors else "all 200 authors, 4000 QA"
+    lines = [f"# TOFU on tiny models trained from the real data ({args.split}, {scope})", "",
+             f"Command: `{command}` ({threads} CPU thread(s), {total / 60:.0f} min including training). "
+             f"The same run from the CLI: `obliviate bench tofu --split {args.split}{reduced} "
              f"--attacks {','.join(ATTACKS)}`.", "",
              "## The models", "",
              "| model | QA trained on | parameters | epochs | ROUGE-L recall on its training QA | seconds |",

@@ -48,6 +48,9 @@ class Method:
     check_task: Callable[..., None] | None = None
     trains: bool = True
     group: str = "method"  # "method" | "control" (a planted positive control for the audit)
+    # Batches the loss forwards once each with the trained model through `forward_logits`, among
+    # "forget", "refusal" (forget["refusal"]) and "retain": the loop runs them as one forward pass.
+    joint: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -12,7 +12,33 @@ MODEL_KEYS = ("input_ids", "attention_mask")
 
 
 def forward_logits(model, batch: dict) -> torch.Tensor:
+    """The logits of `model` on `batch`; the slice `joint_forward` left for this model, if any (once)."""
+    cached = batch.get("_logits")
+    if cached is not None and cached[0] is model:
+        return batch.pop("_logits")[1]
     return model(**{k: batch[k] for k in MODEL_KEYS}).logits
+
+
+def joint_forward(model, parts: list[dict]) -> None:
+    """One forward pass of `model` over several right-padded batches stacked into one (padded to
+    the widest); each batch gets its slice of the logits, which the next `forward_logits(model,
+    batch)` returns instead of running the model again. Two calls on B items each cost more than
+    one on 2B on a CPU (per-call overhead, smaller matrix products) and, under DDP, one forward per
+    backward is what the reducer expects. Causal attention with the attention mask makes a row's
+    logits independent of the other rows and of right padding (up to float rounding)."""
+    width = max(b["input_ids"].shape[1] for b in parts)
+
+    def widen(x: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+    input_ids = torch.cat([widen(b["input_ids"], 0) for b in parts])  # masked: any id will do
+    attention_mask = torch.cat([widen(b["attention_mask"], 0) for b in parts])
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    start = 0
+    for b in parts:
+        n, w = b["input_ids"].shape
+        b["_logits"] = (model, logits[start:start + n, :w])
+        start += n
 
 
 def token_logp(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ class GAKLParams:
 
 
 @register("ga_kl", GAKLParams, "Gradient ascent on forget + KL to the original model on retain",
-          ref_model=True)
+          ref_model=True, joint=("forget", "retain"))
 def loss(model, forget, retain, ctx):
     p = ctx.params
     return -p.gamma * nll_mean(model, forget) + p.alpha * kl_to_ref(model, ctx.ref_model, retain)

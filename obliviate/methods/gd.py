@@ -15,7 +15,8 @@ class GDParams:
     alpha: float = 1.0
 
 
-@register("gd", GDParams, "Gradient ascent on forget + NLL on retain (gradient difference)")
+@register("gd", GDParams, "Gradient ascent on forget + NLL on retain (gradient difference)",
+          joint=("forget", "retain"))
 def loss(model, forget, retain, ctx):
     p = ctx.params
     return -p.gamma * nll_mean(model, forget) + p.alpha * nll_mean(model, retain)

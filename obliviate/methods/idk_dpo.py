@@ -23,7 +23,7 @@ class IdkDPOParams:
 
 
 @register("idk_dpo", IdkDPOParams, "DPO preferring a refusal over the true answer (TOFU's IdkDPO)",
-          ref_logp=True, refusals=True)
+          ref_logp=True, refusals=True, joint=("refusal", "forget", "retain"))
 def loss(model, forget, retain, ctx):
     p = ctx.params
     refusal = forget["refusal"]

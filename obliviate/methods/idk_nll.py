@@ -15,7 +15,7 @@ class IdkNLLParams:
 
 
 @register("idk_nll", IdkNLLParams, "NLL towards a refusal on forget questions (TOFU's IDK)",
-          refusals=True)
+          refusals=True, joint=("refusal", "retain"))
 def loss(model, forget, retain, ctx):
     p = ctx.params
     return p.gamma * nll_mean(model, forget["refusal"]) + p.alpha * nll_mean(model, retain)

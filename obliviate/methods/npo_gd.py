@@ -17,7 +17,7 @@ class NPOGDParams:
     alpha: float = 1.0
 
 
-@register("npo_gd", NPOGDParams, "NPO + NLL on retain (NPO+RT, MUSE's NPO_GDR)", ref_logp=True)
+@register("npo_gd", NPOGDParams, "NPO + NLL on retain (NPO+RT, MUSE's NPO_GDR)", ref_logp=True, joint=("forget", "retain"))
 def loss(model, forget, retain, ctx):
     p = ctx.params
     return p.gamma * npo_forget_loss(model, forget, ctx, p.beta) + p.alpha * nll_mean(model, retain)

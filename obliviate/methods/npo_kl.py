@@ -18,7 +18,7 @@ class NPOKLParams:
 
 
 @register("npo_kl", NPOKLParams, "NPO + KL to the original model on retain (MUSE's NPO_KLR)",
-          ref_logp=True, ref_model=True)
+          ref_logp=True, ref_model=True, joint=("forget", "retain"))
 def loss(model, forget, retain, ctx):
     p = ctx.params
     return p.gamma * npo_forget_loss(model, forget, ctx, p.beta) + p.alpha * kl_to_ref(model, ctx.ref_model, retain)

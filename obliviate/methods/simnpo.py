@@ -20,7 +20,8 @@ class SimNPOParams:
     alpha: float = 1.0
 
 
-@register("simnpo", SimNPOParams, "Reference-free, length-normalised NPO (Fan et al. 2024)")
+@register("simnpo", SimNPOParams, "Reference-free, length-normalised NPO (Fan et al. 2024)",
+          joint=("forget", "retain"))
 def loss(model, forget, retain, ctx):
     p = ctx.params
     forget_loss = -(2.0 / p.beta) * F.logsigmoid(p.beta * (sequence_nll_avg(model, forget) - p.delta)).mean()

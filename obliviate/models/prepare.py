@@ -74,7 +74,7 @@ def _items_hash(items: list[QAItem]) -> str:
 TOFU_MODEL = TinyModelConfig(vocab_size=4096, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
                              num_attention_heads=4, max_position_embeddings=512)
 TOFU_TRAIN = TrainConfig(lr=3e-3, batch_size=32, max_epochs=80, min_epochs=10, check_every=10,
-                         target_acc=0.9, stop_metric="rouge", check_items=100)
+                         target_acc=0.9, stop_metric="rouge", check_items=100, group_by_length=True)
 
 
 def prepare_tofu_models(data_dir: Path, splits: tuple[str, ...] = ("forget01", "forget05", "forget10"),
