@@ -130,21 +130,39 @@ def encode(tokenizer, question: str | None, answer: str, max_length: int = 512,
     all answer. Too long: the prompt is cut from the left (`fit_prompt`, keeping BOS and the
     question's end) to leave the answer at least half of `max_length` (or all it needs), then the
     answer is cut from the right."""
-    prompt_ids = encode_prompt(tokenizer, question, fmt)
-    text = answer if question is None else fmt.answer_prefix + answer
-    answer_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    answer_ids = tokenizer(_answer_text(question, answer, fmt), add_special_tokens=False)["input_ids"]
+    return _fit(tokenizer, encode_prompt(tokenizer, question, fmt), answer_ids, max_length)
+
+
+def _answer_text(question: str | None, answer: str, fmt: PromptFormat) -> str:
+    return answer if question is None else fmt.answer_prefix + answer
+
+
+def _fit(tokenizer, prompt_ids: list[int], answer_ids: list[int], max_length: int) -> Encoded:
+    answer_ids = list(answer_ids)
     if tokenizer.eos_token_id is not None:
         answer_ids.append(tokenizer.eos_token_id)
     if len(prompt_ids) + len(answer_ids) > max_length:
         prompt_ids = fit_prompt(prompt_ids, max(2, max_length - min(len(answer_ids), max_length // 2)),
                                 leading_bos(prompt_ids, tokenizer))
     room = max(1, max_length - len(prompt_ids))
-    return Encoded(prompt_ids, answer_ids[:room])
+    return Encoded(list(prompt_ids), answer_ids[:room])
 
 
 def encode_items(tokenizer, items: Sequence[QAItem], max_length: int = 512,
                  fmt: PromptFormat = DEFAULT_PROMPT) -> list[Encoded]:
-    return [encode(tokenizer, it.question, it.answer, max_length, fmt) for it in items]
+    """`encode` of every item, the texts tokenized in two batched calls (a fast tokenizer encodes a
+    list in one call; chat prompts go one by one through the chat template)."""
+    if fmt.chat or len(items) < 2:
+        return [encode(tokenizer, it.question, it.answer, max_length, fmt) for it in items]
+    questions = [it.question for it in items if it.question is not None]
+    asked = iter(tokenizer([format_prompt(q, fmt) for q in questions], add_special_tokens=True)["input_ids"]
+                 if questions else [])
+    bos = bos_ids(tokenizer)
+    prompts = [bos if it.question is None else next(asked) for it in items]
+    answers = tokenizer([_answer_text(it.question, it.answer, fmt) for it in items],
+                        add_special_tokens=False)["input_ids"]
+    return [_fit(tokenizer, p, a, max_length) for p, a in zip(prompts, answers, strict=True)]
 
 
 def context_length(model) -> int | None:

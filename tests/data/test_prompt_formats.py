@@ -234,3 +234,18 @@ def test_tiny_models_learn_the_run_format_and_default_caches_keep_their_key(monk
                         hashlib.sha256("\n".join(corpus).encode()).hexdigest(), model_cfg, train_cfg, 0)
     default = prepare.prepare_tiny_models(small_world, corpus, model_cfg, train_cfg, log=lambda m: None)
     assert default["target"].parent.name == old_key != dirs["target"].parent.name
+
+
+def test_batched_encode_items_equals_encode_one_by_one(small_world, tiny_tokenizer):
+    """encode_items tokenizes in batched calls: the ids must be those of `encode`, item by item,
+    for questions, raw texts and truncation."""
+    from obliviate.data.collate import PromptFormat, encode, encode_items
+    from obliviate.data.task import QAItem
+
+    items = small_world.forget[:5] + [QAItem(None, "A raw text with no question at all."),
+                                      QAItem("q " * 40, "a long answer " * 20)] + small_world.retain[:3]
+    for fmt in (PromptFormat(), PromptFormat(preset="open-unlearning")):
+        for max_length in (512, 24):
+            got = encode_items(tiny_tokenizer, items, max_length, fmt)
+            assert got == [encode(tiny_tokenizer, it.question, it.answer, max_length, fmt) for it in items]
+    assert len(got[6].prompt_ids) + len(got[6].answer_ids) <= 24
