@@ -81,14 +81,19 @@ def awq_quantize(weight: torch.Tensor, x: torch.Tensor, bits: int = 4, group_siz
     alphas = [i / 20 for i in range(20)] if alphas is None else alphas
     W = weight.detach().float()
     x = x.detach().float()
-    reference = x @ W.T
+    # The output error mean((x C^T - x W^T)^2) is trace(D H D^T) / (tokens x rows) with D = C - W and
+    # H = x^T x: one (in x in) Gram matrix instead of a (tokens x in x rows) product per alpha
+    # (the same value up to rounding; 5-30x less work when there are more tokens than inputs).
+    gram = x.T @ x
+    scale = 1.0 / (x.shape[0] * W.shape[0])
     s_x = x.abs().mean(dim=0)
     best, best_alpha, best_error = None, 0.0, float("inf")
     for alpha in alphas:
         s = s_x.pow(alpha).clamp(min=1e-4)
         s = s / (s.max() * s.min()).sqrt()
         candidate = quantize_asymmetric(W * s[None, :], bits, group_size) / s[None, :]
-        error = (x @ candidate.T - reference).pow(2).mean().item()
+        diff = candidate - W
+        error = float(((diff @ gram) * diff).sum()) * scale
         if error < best_error:  # ties keep the smaller α (α = 0 is plain RTN)
             best, best_alpha, best_error = candidate, alpha, error
     return best.to(weight.dtype), best_alpha

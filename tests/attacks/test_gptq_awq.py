@@ -180,6 +180,21 @@ def test_awq_has_lower_output_error_than_rtn_with_outlier_channels():
     assert _output_error(x, w, q) < _output_error(x, w, rtn)
 
 
+def test_awq_picks_the_alpha_of_least_direct_output_error():
+    """awq_quantize scores candidates through the Gram matrix x^T x: its choice must be the alpha
+    whose fake-quantized weight has the least output error computed directly on x."""
+    x = _outlier_inputs(n_tokens=300)
+    for seed in range(3):
+        w = torch.randn(48, 128, generator=torch.Generator().manual_seed(seed))
+        alphas = [i / 10 for i in range(10)]
+        errors = []
+        for a in alphas:
+            q, _ = awq_quantize(w, x, bits=4, group_size=64, alphas=[a])
+            errors.append(_output_error(x, w, q))
+        q, alpha = awq_quantize(w, x, bits=4, group_size=64, alphas=alphas)
+        assert alpha == alphas[min(range(len(alphas)), key=errors.__getitem__)]
+
+
 def test_awq_with_alpha_zero_is_plain_rtn():
     x = _outlier_inputs()
     w = torch.randn(64, 128)
