@@ -104,9 +104,10 @@ def proj_relearn(model, ctx: AttackContext) -> Attacked:
                 w.requires_grad_(flags.get(name, w.requires_grad))
         return undo
 
-    best, best_lr, per_lr, per_lr_nll = relearn_sweep(model, ctx, train, held_out, p, prepare)
+    best, best_lr, per_lr, per_lr_nll, skipped = relearn_sweep(model, ctx, train, held_out, p, prepare)
     return Attacked(model=best, forget_items=held_out, info={
         "lr": best_lr, "per_lr": per_lr, "selected_by": ctx.knowledge, "per_lr_val_nll": per_lr_nll,
+        "skipped_lrs": skipped,
         "n_train": len(train),
         "n_val": len(held_out), "epochs": p.epochs, "batch_size": p.batch_size,
         "projected_layers": _ranks(found), "trained_layers": list(range(top + 1)),

@@ -37,6 +37,10 @@ class RTTParams:
     batch_size: int = 8
     train_fraction: float = 0.5
     weight_decay: float = 0.0
+    # Stop the sweep (its lrs ascending) at an lr worse than the best so far on both the held-out K
+    # and the held-out loss: a larger step goes further the same way, and its fine-tune and probes
+    # are saved. False: every lr runs.
+    stop_early: bool = True
 
 
 @dataclass
@@ -120,12 +124,16 @@ def relearn_sweep(model, ctx: AttackContext, train: list[QAItem], held_out: list
     """For each lr of `p.lrs`: fine-tune a copy of `model` on `train` (after `prepare(copy)`,
     which may freeze weights and returns a function that undoes it) and probe `held_out`; keep
     the copy with the best K, the audit's own knowledge measure `ctx.knowledge` (ties: lower
-    held-out loss). Returns (best copy, its lr, K per lr, held-out NLL per lr)."""
+    held-out loss). With `p.stop_early` and ascending lrs, an lr worse than the best on both K and
+    held-out loss ends the sweep. Returns (best copy, its lr, K per lr, held-out NLL per lr,
+    the lrs skipped)."""
     best, best_key, best_lr = None, None, None
     per_lr: dict[float, float] = {}
     per_lr_nll: dict[float, float] = {}
-    for lr in p.lrs:
-        lr = float(lr)
+    lrs = [float(lr) for lr in p.lrs]
+    stop_early = getattr(p, "stop_early", False) and lrs == sorted(lrs)
+    skipped: list[float] = []
+    for n, lr in enumerate(lrs):
         attacked = copy.deepcopy(model)
         undo = prepare(attacked) if prepare is not None else None
         finetune(attacked, ctx.tokenizer, train, p.epochs, lr, ctx.seed, p.batch_size, p.weight_decay, ctx.prompt)
@@ -139,9 +147,12 @@ def relearn_sweep(model, ctx: AttackContext, train: list[QAItem], held_out: list
         key = (0.0 if per_lr[lr] != per_lr[lr] else per_lr[lr], -per_lr_nll[lr])
         if best_key is None or key > best_key:
             best, best_key, best_lr = attacked, key, lr
-        else:
-            del attacked
-    return best, best_lr, per_lr, per_lr_nll
+            continue
+        del attacked
+        if stop_early and key[0] < best_key[0] and key[1] < best_key[1]:
+            skipped = lrs[n + 1:]
+            break
+    return best, best_lr, per_lr, per_lr_nll, skipped
 
 
 @register("rtt", "Retraining on T (Deeb & Roger 2024): fine-tune on half the forget subjects' facts "
@@ -155,11 +166,12 @@ def rtt(model, ctx: AttackContext) -> Attacked:
     p = resolve_params(RTTParams, ctx, "rtt")
     split = ctx.rtt_split or split_forget_by_subject
     train, held_out = split(ctx.task.forget_eval, ctx.seed, p.train_fraction)
-    best, best_lr, per_lr, per_lr_nll = relearn_sweep(model, ctx, train, held_out, p)
+    best, best_lr, per_lr, per_lr_nll, skipped = relearn_sweep(model, ctx, train, held_out, p)
     train_subjects = sorted({str(it.subject) for it in train if it.subject is not None})
     return Attacked(model=best, forget_items=held_out, info={
         "lr": best_lr, "per_lr": per_lr, "selected_by": ctx.knowledge, "per_lr_val_nll": per_lr_nll,
-        "n_train": len(train), "n_val": len(held_out), "epochs": p.epochs, "batch_size": p.batch_size,
+        "skipped_lrs": skipped, "n_train": len(train), "n_val": len(held_out), "epochs": p.epochs,
+        "batch_size": p.batch_size,
         "train_subjects": train_subjects})
 
 

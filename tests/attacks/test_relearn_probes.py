@@ -208,3 +208,39 @@ def test_relearn_benign_trains_a_copy_on_retain_only(small_world, tiny_tokenizer
     forget_questions = {it.question for it in small_world.forget + small_world.forget_eval}
     assert not {it.question for it in seen} & forget_questions
     assert set(seen) <= set(small_world.retain)
+
+
+def test_rtt_sweep_stops_at_an_lr_worse_on_both_k_and_loss(monkeypatch, tiny_model, tiny_tokenizer, small_world):
+    """Ascending lrs: once an lr is worse than the best on held-out K and on held-out loss, the
+    larger ones are not run (and are listed as skipped); otherwise, or with stop_early off, all run."""
+    import obliviate.attacks.relearn as R
+    from obliviate.attacks import AttackContext
+
+    ran: list[float] = []
+    results = {}
+
+    def fake_finetune(model, tok, train, epochs, lr, *a, **k):
+        ran.append(lr)
+        model.fake_lr = lr
+
+    monkeypatch.setattr(R, "finetune", fake_finetune)
+    monkeypatch.setattr(R, "held_out_knowledge", lambda m, *a: results[m.fake_lr][0])
+    monkeypatch.setattr(R, "mean_answer_nll", lambda m, *a, **k: results[m.fake_lr][1])
+    ctx = AttackContext(tokenizer=tiny_tokenizer, task=small_world, seed=0)
+    train, held = small_world.forget_eval[:4], small_world.forget_eval[4:]
+
+    results.update({1e-4: (0.2, 2.0), 3e-4: (0.1, 3.0), 1e-3: (0.9, 0.5), 3e-3: (0.0, 9.0)})
+    best, lr, per_lr, _, skipped = R.relearn_sweep(tiny_model, ctx, train, held, R.RTTParams(lrs=sorted(results)))
+    assert (ran, lr, skipped) == ([1e-4, 3e-4], 1e-4, [1e-3, 3e-3])
+    assert set(per_lr) == {1e-4, 3e-4}
+
+    ran.clear()  # worse K but a lower loss is not "clearly worse": the sweep goes on
+    results[3e-4] = (0.1, 1.0)
+    _, lr, _, _, skipped = R.relearn_sweep(tiny_model, ctx, train, held, R.RTTParams(lrs=sorted(results)))
+    assert (ran, lr, skipped) == ([1e-4, 3e-4, 1e-3, 3e-3], 1e-3, [])
+
+    ran.clear()
+    results[3e-4] = (0.1, 3.0)
+    _, lr, _, _, skipped = R.relearn_sweep(tiny_model, ctx, train, held, R.RTTParams(lrs=sorted(results),
+                                                                                      stop_early=False))
+    assert (ran, lr, skipped) == ([1e-4, 3e-4, 1e-3, 3e-3], 1e-3, [])
