@@ -56,3 +56,13 @@ def test_training_prints_progress_lines(monkeypatch, small_world, tiny_tokenizer
     assert any(" ETA " in line for line in lines[1:])
     assert re.fullmatch(r"training epoch 3 loss [\d.]+: 18/18 \(100%\), elapsed \d+s, done", lines[-1])
     assert 0 < log["tokens"] <= log["padded_tokens"] and log["train_seconds"] > 0
+
+
+def test_training_stops_once_the_epoch_loss_is_low(small_world, tiny_tokenizer, tiny_model):
+    from obliviate.models.tiny import TrainConfig, train_lm
+
+    items = small_world.forget + small_world.retain
+    log = train_lm(tiny_model, tiny_tokenizer, items, TrainConfig(max_epochs=80, min_epochs=81, batch_size=8,
+                                                                  stop_loss=0.5, lr=3e-3))
+    assert log["epochs"] < 80 and log["epoch_loss"] <= 0.5 and log["acc"] > 0  # measured at the stop
+    assert log["stopped"] == f"mean training loss {log['epoch_loss']:.3g} <= 0.5 at epoch {log['epochs']}"

@@ -55,7 +55,8 @@ def train_and_save(name: str, items: list[QAItem], tokenizer, model_cfg: TinyMod
     train_log = train_lm(model, tokenizer, items, train_cfg, seed, desc=f"training {name}", fmt=fmt)
     train_log.update(seconds=round(time.perf_counter() - t0, 1), items=len(items),
                      parameters=sum(p.numel() for p in model.parameters()), stop_metric=train_cfg.stop_metric)
-    log(f"trained {name}: {train_log['epochs']} epochs, {train_cfg.stop_metric} on its facts "
+    stopped = f" ({train_log['stopped']})" if train_log.get("stopped") else ""
+    log(f"trained {name}: {train_log['epochs']} epochs{stopped}, {train_cfg.stop_metric} on its facts "
         f"{train_log['acc']:.3f}, {train_log['seconds']} s")
     tmp = final.parent / f".{final.parent.name}-{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

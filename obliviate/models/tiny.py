@@ -55,6 +55,9 @@ class TrainConfig(BaseModel):
     # was set on models trained with random batches: a target trained with grouped batches is another
     # model (on the reduced test world, blur at its tuned lr then takes retain accuracy 0.95 -> 0.23).
     # On for TOFU (TOFU_TRAIN: 39% padding, 1.43x) and SemEval, whose texts vary in length.
+    stop_loss: float | None = Field(None, gt=0, description="also stop at the end of an epoch whose mean training "
+                                    "loss is at or below this (long texts: no generation needed to see that the "
+                                    "model has learnt them)")
     group_by_length: bool = Field(False, description="batches of items of similar length (transformers' "
                                   "length grouping): less compute on padding")
 
@@ -117,6 +120,7 @@ def train_lm(model, tokenizer, items: list[QAItem], cfg: TrainConfig, seed: int 
                 order = list(range(len(items)))
                 rng.shuffle(order)
             t0 = time.perf_counter()
+            epoch_loss = 0.0
             for idx in batches(len(order), cfg.batch_size):
                 batch = collate([encoded[order[i]] for i in idx], pad)
                 loss = nll_mean(model, batch)
@@ -125,16 +129,20 @@ def train_lm(model, tokenizer, items: list[QAItem], cfg: TrainConfig, seed: int 
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
+                epoch_loss += float(loss.detach()) * len(idx)
                 log["tokens"] += int(batch["attention_mask"].sum())
                 log["padded_tokens"] += batch["attention_mask"].numel()
                 bar.update(task, advance=1, description=f"{desc} epoch {epoch} loss {float(loss.detach()):.3f}")
             log["train_seconds"] += time.perf_counter() - t0
-            log.update(epochs=epoch, loss=float(loss.detach()))
-            if epoch >= cfg.min_epochs and (epoch % cfg.check_every == 0 or epoch == cfg.max_epochs):
+            log.update(epochs=epoch, loss=float(loss.detach()), epoch_loss=epoch_loss / len(order))
+            low_loss = cfg.stop_loss is not None and log["epoch_loss"] <= cfg.stop_loss
+            if low_loss:
+                log["stopped"] = f"mean training loss {log['epoch_loss']:.3g} <= {cfg.stop_loss} at epoch {epoch}"
+            if low_loss or (epoch >= cfg.min_epochs and (epoch % cfg.check_every == 0 or epoch == cfg.max_epochs)):
                 model.eval()
                 log["acc"] = measure(model, tokenizer, check, EvalConfig(prompt=fmt))
                 model.train()
-                if log["acc"] >= cfg.target_acc:
+                if low_loss or log["acc"] >= cfg.target_acc:
                     bar.update(task, completed=total, description=f"{desc} {cfg.stop_metric} {log['acc']:.2f}")
                     break
     model.eval()
