@@ -1,7 +1,7 @@
 """Training efficiency of the tiny models: tokens/s, and achieved FLOP/s as a share of what this
 machine's matrix products reach at the model's own shapes (both measured here, in one process).
 
-    python bench/train_efficiency.py [--threads 1,2] [--tofu-items 800] [--epochs 2]
+    python bench/train_efficiency.py [--threads 1,2] [--tofu-items 800] [--epochs 2] [--busy 1]
 
 For the tiny world model and the tiny TOFU model (docs/experiments/tofu.md), `train_lm` (the
 code that trains every tiny target and oracle) runs `--epochs` passes with random batches and
@@ -13,6 +13,9 @@ with length-grouped batches (`TrainConfig.group_by_length`, the default). Printe
   QK^T and AV, 4 x L^2 x hidden per sequence and layer);
 - share: model FLOP/s over the FLOP/s of the same matrix products (forward, grad-input and
   grad-weight of every linear layer at the batch's token count) timed alone with torch.matmul.
+`--busy N` runs N busy-looping processes beside the measurement: what a thread count gives when
+other work shares the cores (an OpenMP thread that loses its core makes the others wait at every
+barrier).
 """
 
 from __future__ import annotations
@@ -83,24 +86,40 @@ def bench(name: str, items, corpus, model_cfg: TinyModelConfig, train_cfg: Train
               f"{flops / peak:6.1%}", flush=True)
 
 
+def _spin() -> None:
+    while True:
+        pass
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", default="2", help="comma-separated thread counts to measure")
     ap.add_argument("--tofu-items", type=int, default=800, help="TOFU QA trained on (of 4000)")
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--busy", type=int, default=0, help="busy-looping processes to run beside the measurement")
+    ap.add_argument("--only", default="world,tofu", help="models to measure")
     args = ap.parse_args()
+    import multiprocessing as mp
+
+    spinners = [mp.Process(target=_spin, daemon=True) for _ in range(args.busy)]
+    for p in spinners:
+        p.start()
     world = generate_world()
     world_items = world.forget + world.retain + world.extra_train
     tofu_items = tofu_full()[: args.tofu_items]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-          f"{torch.__version__}, fp32")
+          f"{torch.__version__}, fp32, {args.busy} busy process(es) beside it")
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         print(f"\n{threads} thread(s)")
         print(f"{'model':>6} {'batches':>8} {'items':>6} {'tokens/s':>10} {'pad':>6} {'GFLOP/s':>9} "
               f"{'matmul':>9} {'share':>6}")
-        bench("world", world_items, world_corpus(world), TinyModelConfig(), TrainConfig(), args.epochs)
-        bench("tofu", tofu_items, tofu_corpus(), TOFU_MODEL, TOFU_TRAIN, args.epochs)
+        if "world" in args.only:
+            bench("world", world_items, world_corpus(world), TinyModelConfig(), TrainConfig(), args.epochs)
+        if "tofu" in args.only:
+            bench("tofu", tofu_items, tofu_corpus(), TOFU_MODEL, TOFU_TRAIN, args.epochs)
+    for p in spinners:
+        p.terminate()
 
 
 if __name__ == "__main__":
