@@ -45,7 +45,9 @@ def provenance() -> dict[str, Any]:
         commit = None
     return {"obliviate": __version__, "git_commit": commit, "python": platform.python_version(),
             "torch": torch.__version__, "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__, "platform": platform.platform()}
+            "accelerate": accelerate.__version__, "platform": platform.platform(),
+            # float sums depend on the thread count: the same seed on 1 and 2 threads differs slightly
+            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
 
 
 def write_results(path: Path, results: dict[str, Any]) -> Path:
