@@ -233,8 +233,9 @@ def _collate_fn(ds: _Items, pad: int):
 @torch.no_grad()
 def _cached_logp(model, encoded: list[Encoded], pad: int, batch_size: int, device) -> torch.Tensor:
     out = torch.empty(len(encoded), dtype=torch.float32)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].prompt_ids) + len(encoded[i].answer_ids))
     for start in range(0, len(encoded), batch_size):
-        idx = list(range(start, min(len(encoded), start + batch_size)))
+        idx = order[start:start + batch_size]  # batches of similar length: little padding
         batch = {k: v.to(device) for k, v in collate([encoded[i] for i in idx], pad, idx).items()}
         out[idx] = sequence_logp(model, batch).float().cpu()
     return out.to(device)
