@@ -66,3 +66,18 @@ def test_training_stops_once_the_epoch_loss_is_low(small_world, tiny_tokenizer, 
                                                                   stop_loss=0.5, lr=3e-3))
     assert log["epochs"] < 80 and log["epoch_loss"] <= 0.5 and log["acc"] > 0  # measured at the stop
     assert log["stopped"] == f"mean training loss {log['epoch_loss']:.3g} <= 0.5 at epoch {log['epochs']}"
+
+
+def test_progress_lines_show_the_last_check(monkeypatch, small_world, tiny_tokenizer, tiny_model):
+    from obliviate.models.tiny import TrainConfig, train_lm
+
+    monkeypatch.delenv("OBLIVIATE_NO_PROGRESS", raising=False)
+    monkeypatch.setenv("OBLIVIATE_PROGRESS_EVERY", "30")
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    log = train_lm(tiny_model, tiny_tokenizer, small_world.forget + small_world.retain,
+                   TrainConfig(max_epochs=3, min_epochs=1, check_every=1, target_acc=1.1, batch_size=16))
+    assert [e for e, _ in log["checks"]] == [1, 2, 3]
+    acc = log["checks"][-1][1]
+    assert "epoch 3 loss" in err.getvalue() and f"acc {log['checks'][1][1]:.3f} at the last check" in err.getvalue()
+    assert log["acc"] == acc

@@ -108,7 +108,8 @@ def train_lm(model, tokenizer, items: list[QAItem], cfg: TrainConfig, seed: int 
         opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * max(0.1, 1 - s / total))
     check = rng.sample(items, min(cfg.check_items, len(items)))
     # tokens: real (non-pad) tokens trained on; padded_tokens: what the batches computed on
-    log = {"epochs": 0, "acc": 0.0, "loss": float("nan"), "tokens": 0, "padded_tokens": 0, "train_seconds": 0.0}
+    log = {"epochs": 0, "acc": 0.0, "loss": float("nan"), "tokens": 0, "padded_tokens": 0, "train_seconds": 0.0,
+           "checks": []}  # (epoch, stop metric) of every check
     model.train()
     with progress() as bar:
         task = bar.add_task(desc, total=total)
@@ -132,7 +133,8 @@ def train_lm(model, tokenizer, items: list[QAItem], cfg: TrainConfig, seed: int 
                 epoch_loss += float(loss.detach()) * len(idx)
                 log["tokens"] += int(batch["attention_mask"].sum())
                 log["padded_tokens"] += batch["attention_mask"].numel()
-                bar.update(task, advance=1, description=f"{desc} epoch {epoch} loss {float(loss.detach()):.3f}")
+                checked = f" {cfg.stop_metric} {log['acc']:.3f} at the last check" if log["checks"] else ""
+                bar.update(task, advance=1, description=f"{desc} epoch {epoch} loss {float(loss.detach()):.3f}{checked}")
             log["train_seconds"] += time.perf_counter() - t0
             log.update(epochs=epoch, loss=float(loss.detach()), epoch_loss=epoch_loss / len(order))
             low_loss = cfg.stop_loss is not None and log["epoch_loss"] <= cfg.stop_loss
@@ -141,6 +143,7 @@ def train_lm(model, tokenizer, items: list[QAItem], cfg: TrainConfig, seed: int 
             if low_loss or (epoch >= cfg.min_epochs and (epoch % cfg.check_every == 0 or epoch == cfg.max_epochs)):
                 model.eval()
                 log["acc"] = measure(model, tokenizer, check, EvalConfig(prompt=fmt))
+                log["checks"].append([epoch, log["acc"]])
                 model.train()
                 if low_loss or log["acc"] >= cfg.target_acc:
                     bar.update(task, completed=total, description=f"{desc} {cfg.stop_metric} {log['acc']:.2f}")
