@@ -42,13 +42,19 @@ def test_not_a_terminal_means_plain_lines(monkeypatch):
     assert not isinstance(progress(), PlainProgress)
 
 
+def _plain_lines(monkeypatch, every: str) -> io.StringIO:
+    """Progress on, stderr not a terminal (captured), a line every `every` seconds."""
+    monkeypatch.delenv("OBLIVIATE_NO_PROGRESS", raising=False)
+    monkeypatch.setenv("OBLIVIATE_PROGRESS_EVERY", every)
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    return err
+
+
 def test_training_prints_progress_lines(monkeypatch, small_world, tiny_tokenizer, tiny_model):
     from obliviate.models.tiny import TrainConfig, train_lm
 
-    monkeypatch.delenv("OBLIVIATE_NO_PROGRESS", raising=False)
-    monkeypatch.setenv("OBLIVIATE_PROGRESS_EVERY", "0.01")
-    err = io.StringIO()
-    monkeypatch.setattr("sys.stderr", err)
+    err = _plain_lines(monkeypatch, "0.01")
     log = train_lm(tiny_model, tiny_tokenizer, small_world.forget + small_world.retain,
                    TrainConfig(max_epochs=3, min_epochs=4, batch_size=8))
     lines = err.getvalue().splitlines()
@@ -71,10 +77,7 @@ def test_training_stops_once_the_epoch_loss_is_low(small_world, tiny_tokenizer, 
 def test_progress_lines_show_the_last_check(monkeypatch, small_world, tiny_tokenizer, tiny_model):
     from obliviate.models.tiny import TrainConfig, train_lm
 
-    monkeypatch.delenv("OBLIVIATE_NO_PROGRESS", raising=False)
-    monkeypatch.setenv("OBLIVIATE_PROGRESS_EVERY", "30")
-    err = io.StringIO()
-    monkeypatch.setattr("sys.stderr", err)
+    err = _plain_lines(monkeypatch, "30")
     log = train_lm(tiny_model, tiny_tokenizer, small_world.forget + small_world.retain,
                    TrainConfig(max_epochs=3, min_epochs=1, check_every=1, target_acc=1.1, batch_size=16))
     assert [e for e, _ in log["checks"]] == [1, 2, 3]

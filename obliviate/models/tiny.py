@@ -130,11 +130,12 @@ def train_lm(model, tokenizer, items: list[QAItem], cfg: TrainConfig, seed: int 
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
-                epoch_loss += float(loss.detach()) * len(idx)
+                value = float(loss.detach())
+                epoch_loss += value * len(idx)
                 log["tokens"] += int(batch["attention_mask"].sum())
                 log["padded_tokens"] += batch["attention_mask"].numel()
                 checked = f" {cfg.stop_metric} {log['acc']:.3f} at the last check" if log["checks"] else ""
-                bar.update(task, advance=1, description=f"{desc} epoch {epoch} loss {float(loss.detach()):.3f}{checked}")
+                bar.update(task, advance=1, description=f"{desc} epoch {epoch} loss {value:.3f}{checked}")
             log["train_seconds"] += time.perf_counter() - t0
             log.update(epochs=epoch, loss=float(loss.detach()), epoch_loss=epoch_loss / len(order))
             low_loss = cfg.stop_loss is not None and log["epoch_loss"] <= cfg.stop_loss
