@@ -115,6 +115,13 @@ def _cli(args):
     return [sys.executable, "-m", "obliviate.cli", *args]
 
 
+def _default_sigint() -> None:
+    # A job started in the background by a non-interactive shell (`cmd &`, nohup, some CI
+    # runners) inherits SIGINT ignored, and Python then keeps it ignored (no KeyboardInterrupt):
+    # the child must get the default disposition for the test to send it a Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for(pred, proc, timeout=120.0):
     t0 = time.time()
     while not pred():
@@ -164,7 +171,7 @@ def test_kill_9_then_resume_gives_bit_identical_weights(files):
 def test_signals_save_what_was_reached_and_exit_non_zero(files, sig, code):
     out = files["tmp"] / "run"
     proc = subprocess.Popen(_cli(_args(files, out, *LONG)), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=_default_sigint)
     _wait_for(lambda: (out / "checkpoints" / "gd" / "latest").is_dir(), proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
