@@ -201,8 +201,9 @@ def _setup_threads() -> None:
     """One torch thread per core (at most 8) unless OMP_NUM_THREADS says otherwise. Measured with
     bench/train_efficiency.py on 2 cores: idle, 2 threads train the tiny world model 1.69x faster
     than 1; beside one busy process, 2 threads are 2.4x slower than 1 (an OpenMP thread that
-    loses its core stalls the other at every barrier): set OMP_NUM_THREADS=1 on a shared machine. The count is fixed, not chosen from the
-    load, because it changes float sums: the same seed must give the same numbers on one machine.
+    loses its core stalls the other at every barrier): set OMP_NUM_THREADS=1 on a shared machine.
+    The count is fixed, not chosen from the load, because it changes float sums: the same seed
+    must give the same numbers on one machine.
     It is recorded in provenance.json."""
     import torch
 

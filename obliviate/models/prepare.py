@@ -78,8 +78,8 @@ TOFU_MODEL = TinyModelConfig(vocab_size=4096, hidden_size=256, intermediate_size
 # 1 thread each, two at a time): 20 warm-up steps with the lr decaying over 15 epochs reached
 # ROUGE 0.29 (batch 16: 0.12); 100 warm-up steps with the decay over 80 epochs 0.85 (lr 1.5e-3:
 # 0.83). With only the warm-up changed (bench/tofu_recipe.py --recipes new,warmup20): 0.20 with 20
-# steps, 0.90 with 100. The lr decays linearly to 10% over
-# max_epochs = 40, so a model slow to reach the target still ends at a low lr.
+# steps, 0.90 with 100. The lr decays linearly to 10% over max_epochs = 40, so a model slow to
+# reach the target still ends at a low lr.
 TOFU_TRAIN = TrainConfig(lr=3e-3, batch_size=32, warmup_steps=100, max_epochs=40, min_epochs=15, check_every=5,
                          target_acc=0.9, stop_metric="rouge", check_items=100, group_by_length=True)
 

@@ -137,7 +137,7 @@ def train_lm(model, tokenizer, items: list[QAItem], cfg: TrainConfig, seed: int 
                 checked = f" {cfg.stop_metric} {log['acc']:.3f} at the last check" if log["checks"] else ""
                 bar.update(task, advance=1, description=f"{desc} epoch {epoch} loss {value:.3f}{checked}")
             log["train_seconds"] += time.perf_counter() - t0
-            log.update(epochs=epoch, loss=float(loss.detach()), epoch_loss=epoch_loss / len(order))
+            log.update(epochs=epoch, loss=value, epoch_loss=epoch_loss / len(order))
             low_loss = cfg.stop_loss is not None and log["epoch_loss"] <= cfg.stop_loss
             if low_loss:
                 log["stopped"] = f"mean training loss {log['epoch_loss']:.3g} <= {cfg.stop_loss} at epoch {epoch}"
