@@ -28,6 +28,8 @@ the threshold; a point estimate above it with a lower bound below is "inconclusi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable
@@ -142,17 +144,24 @@ def attack_error(e: BaseException) -> str:
 
 def run_attacks(model, tokenizer, task: ForgetTask, attacks: list[str], cfg: EvalConfig, seed: int = 0,
                 model_dir: Path | None = None, params: dict[str, dict] | None = None,
-                desc: str = "auditing", probe_fn=None, rtt_split=None) -> dict[str, Probe | str]:
+                desc: str = "auditing", probe_fn=None, rtt_split=None, done: dict[str, Any] | None = None,
+                on_result: Callable[[str, Any], None] | None = None) -> dict[str, Probe | str]:
     """Each attack on one model: a `Probe`, or the reason it has none: "unavailable: ..." (the
     attack cannot run here) or "error: <type>: <first line>" (it raised; the audit goes on with
     the other attacks, and `--strict` turns any error into a non-zero exit at the end). A bad
     option (`DataError`) and Ctrl-C still stop the audit: they are the user's to fix.
     `probe_fn` (default `probe`) measures the attacked model with the benchmark's knowledge
-    measure; `rtt_split` is the benchmark's relearning split."""
+    measure; `rtt_split` is the benchmark's relearning split. `done` holds results of an
+    interrupted audit (not rerun); `on_result(name, result)` is called after each attack that
+    ran to an outcome (not one that raised: it is retried when the audit is resumed)."""
     out: dict[str, Probe | str] = {}
     with progress() as bar:
         t = bar.add_task(desc, total=len(attacks))
         for name in attacks:
+            if done and name in done:
+                out[name] = done[name]
+                bar.advance(t)
+                continue
             attack = get_attack(name)
             ctx = AttackContext(tokenizer=tokenizer, task=task, seed=seed, model_dir=model_dir,
                                 params=dict((params or {}).get(name, {})), prompt=cfg.prompt,
@@ -163,6 +172,8 @@ def run_attacks(model, tokenizer, task: ForgetTask, attacks: list[str], cfg: Eva
                 result = (probe_fn or probe)(model, tokenizer, task, attacked, cfg)
             except AttackUnavailable as e:
                 out[name] = f"unavailable: {e}"
+                if on_result:
+                    on_result(name, out[name])
             except DataError:
                 raise
             except Exception as e:  # noqa: BLE001 - one failing attack must not lose the others' results
@@ -172,6 +183,8 @@ def run_attacks(model, tokenizer, task: ForgetTask, attacks: list[str], cfg: Eva
                 out[name] = result
                 if attacked.model is not model:
                     del attacked
+                if on_result:
+                    on_result(name, result)
             bar.advance(t)
     return out
 
@@ -381,14 +394,79 @@ def _mean(p: Probe) -> float:
     return float(p.forget_correct.mean()) if len(p.forget_correct) else float("nan")
 
 
+# Partial results of an interrupted audit (hand-written: the run directory's own format). One
+# JSON file per model under `checkpoint`, rewritten after each attack and read back only for
+# the same weights, task, K measures, seed, attack parameters and evaluation settings.
+def _probe_json(p: Probe | str) -> Any:
+    if isinstance(p, str):
+        return p
+    return {"forget_index": [int(i) for i in p.forget_index], "forget_correct": np.asarray(p.forget_correct).tolist(),
+            "retain_acc": p.retain_acc, "info": p.info, "seconds": p.seconds}
+
+
+def _probe_back(d: Any) -> Probe | str:
+    if isinstance(d, str):
+        return d
+    return Probe(d["forget_index"], np.asarray(d["forget_correct"]),
+                 float("nan") if d["retain_acc"] is None else d["retain_acc"], d["info"], d["seconds"])
+
+
+def _probes_json(res: Any) -> Any:
+    if isinstance(res, str):
+        return res
+    return {"seconds": res.seconds, "measures": {k: _probe_json(p) for k, p in res.items()}}
+
+
+def _probes_back(d: Any) -> Any:
+    if isinstance(d, str):
+        return d
+    out = _Probes({k: _probe_back(p) for k, p in d["measures"].items()})
+    out.seconds = d["seconds"]
+    return out
+
+
+def _partial_key(mdir: Path | None, task: ForgetTask, knowledge: dict[str, Knowledge], seed: int,
+                 params: dict[str, dict] | None, rtt_split, eval_cfg: EvalConfig) -> str | None:
+    """What a model's partial audit is valid for (None: a model with no local weights is not
+    checkpointed)."""
+    from obliviate.models.load import weights_identity
+
+    if mdir is None or not (Path(mdir) / "config.json").is_file():
+        return None
+    measures = [[k, K.label, K.prompts, K.chance, K.by_subject, [it.question for it in K.forget],
+                 [it.question for it in K.retain]] for k, K in knowledge.items()]
+    parts = [weights_identity(Path(mdir)), task.fingerprint(), measures, seed, params or {},
+             getattr(rtt_split, "__qualname__", None), eval_cfg.model_dump()]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read_partial(path: Path, key: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if data.get("key") == key else None
+
+
+def _write_partial(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, default=float))
+    tmp.replace(path)
+
+
 def audit_benchmark(models: dict[str, tuple[Any, Any, Path | None]], task: ForgetTask,
                     knowledge: dict[str, Knowledge], attacks: list[str] | None = None, seed: int = 0,
                     params: dict[str, dict] | None = None, rtt_split=None, log=print,
-                    eval_cfg: EvalConfig | None = None) -> dict[str, Any]:
+                    eval_cfg: EvalConfig | None = None, checkpoint: Path | None = None,
+                    weights: dict[str, Path] | None = None) -> dict[str, Any]:
     """Every attack on every model, scored with each of the benchmark's K measures (the first is
     primary: its table stays at the top level of the result, where reports read it; every measure
     has its own under `measures`). Each attack runs once per model; all measures read the same
-    attacked model. Without an oracle, a measure's `chance` stands in for K(O) and K(A(O))."""
+    attacked model. Without an oracle, a measure's `chance` stands in for K(O) and K(A(O)).
+    `checkpoint`: a directory where each (model, attack) result is kept as soon as it is known;
+    a later call with the same directory and settings reuses them instead of rerunning (only for
+    models with local weights: `weights[name]`, else the model's directory in `models`)."""
     from obliviate.attacks.quantize import quantized_change_fraction, relative_weight_change
 
     attacks = attacks or default_attacks()
@@ -400,13 +478,30 @@ def audit_benchmark(models: dict[str, tuple[Any, Any, Path | None]], task: Forge
     def probe_fn(model, tok, _task, att, _cfg):
         return _probe_all(knowledge, tok, att)
 
+    eval_cfg = eval_cfg or EvalConfig()
     for name, (model, tok, mdir) in models.items():
-        for k, probe_ in _probe_all(knowledge, tok, None, model).items():
+        where = (weights or {}).get(name, mdir)
+        key = _partial_key(where, task, knowledge, seed, params, rtt_split, eval_cfg) if checkpoint else None
+        path = Path(checkpoint) / f"{name}.json" if key else None
+        partial = (_read_partial(path, key) if path else None) or {"key": key, "base": None, "attacks": {}}
+        done = {a: _probes_back(r) for a, r in partial["attacks"].items() if a in attacks}
+        if done:
+            log(f"{name}: {len(done)} of {len(attacks)} attacks kept from the interrupted audit")
+        base_probes = (_probes_back(partial["base"]) if partial["base"] is not None
+                       else _probe_all(knowledge, tok, None, model))
+        for k, probe_ in base_probes.items():
             if isinstance(probe_, str):
                 raise ValueError(f"{name}: K = {k} cannot be measured: {probe_}")
             base[k][name] = probe_
-        per_attack = run_attacks(model, tok, task, attacks, eval_cfg or EvalConfig(), seed, mdir, params,
-                                 desc=f"auditing {name}", probe_fn=probe_fn, rtt_split=rtt_split)
+        partial["base"] = _probes_json(base_probes)
+
+        def keep(attack: str, res: Any, partial=partial, path=path) -> None:
+            if path is not None:
+                partial["attacks"][attack] = _probes_json(res)
+                _write_partial(path, partial)
+
+        per_attack = run_attacks(model, tok, task, attacks, eval_cfg, seed, mdir, params, desc=f"auditing {name}",
+                                 probe_fn=probe_fn, rtt_split=rtt_split, done=done, on_result=keep)
         for k in knowledge:
             attacked[k][name] = {}
             for a, res in per_attack.items():

@@ -28,26 +28,17 @@ from obliviate.evaluate import (
 )
 from obliviate.memory import peak_memory
 from obliviate.models.cache import cache_key, cache_root
-from obliviate.models.load import load_model, model_location, save_model, weights_sha256
+from obliviate.models.load import load_model, model_location, save_model, weights_identity, weights_sha256
 from obliviate.report.html import write_html_report
 from obliviate.report.results import provenance, write_per_item, write_results
 from obliviate.report.tables import markdown_table
 from obliviate.unlearn import UnlearnConfig, unlearn
 
 
-def _model_identity(model_dir: Path) -> str:
-    """Path + size + mtime of the weight files: cheap, and changes when the weights do."""
-    parts = [str(model_dir.resolve())]
-    for f in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
-        st = f.stat()
-        parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
 def _identity(model: str | Path) -> str | None:
     """A cache identity for a local model directory (None for a Hub id: never cached)."""
     path = Path(model)
-    return _model_identity(path) if (path / "config.json").is_file() else None
+    return weights_identity(path) if (path / "config.json").is_file() else None
 
 
 def cached_eval(kind: str, model: str | Path, fingerprint: Any, use_cache: bool, compute):
@@ -424,6 +415,9 @@ def run_benchmark(bench, cfg: RunConfig, out: Path, log=print, command: str = ""
             if ulog.status == "interrupted":
                 raise KeyboardInterrupt
             shutil.rmtree(ckpt, ignore_errors=True)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        if cfg.audit.enabled:  # what the audit reaches is kept in out/audit-partial for --resume
+            audit_run(out, results, bench, cfg.audit, cfg.run_seed, log, cfg.eval)
     except KeyboardInterrupt:
         finish("interrupted")
         raise
@@ -431,9 +425,6 @@ def run_benchmark(bench, cfg: RunConfig, out: Path, log=print, command: str = ""
         results["error"] = f"{type(e).__name__}: {e}"
         save("crashed")
         raise
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    if cfg.audit.enabled:
-        audit_run(out, results, bench, cfg.audit, cfg.run_seed, log, cfg.eval)
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
         for entry in results["models"].values():
@@ -443,14 +434,19 @@ def run_benchmark(bench, cfg: RunConfig, out: Path, log=print, command: str = ""
     return results
 
 
+AUDIT_PARTIAL = "audit-partial"
+
+
 def audit_run(out: Path, results: dict[str, Any], bench, audit_cfg, seed: int, log=print,
               eval_cfg: EvalConfig | None = None) -> dict[str, Any]:
     """Audit every model of `results` (saved in `out/models`, or at its recorded path) with the
     benchmark's K measures (attacks use `eval_cfg`'s prompt format); write audit.json and add the
-    audit to `results`. A method whose unlearning diverged gets a verdict that leads with it."""
+    audit to `results`. A method whose unlearning diverged gets a verdict that leads with it.
+    Results reached by an interrupted audit of the same models and settings (`out/audit-partial`)
+    are reused, not rerun; `audit["seconds"]` is then this call's time."""
     from obliviate.audit import audit_benchmark
 
-    models = {}
+    models, weights = {}, {}
     for name in results["models"]:
         mdir = out / "models" / name
         if not mdir.is_dir():
@@ -463,9 +459,13 @@ def audit_run(out: Path, results: dict[str, Any], bench, audit_cfg, seed: int, l
                             f"or deleted?)")
         model, tok = load_model(path)
         models[name] = (model, tok, mdir if (mdir / "config.json").is_file() else None)
+        if (Path(str(path)) / "config.json").is_file():
+            weights[name] = Path(str(path))
     t0 = time.perf_counter()
+    partial = out / AUDIT_PARTIAL  # each (model, attack) result as it comes: an interrupt loses one attack
     audit = audit_benchmark(models, bench.task, bench.knowledge, audit_cfg.attacks, seed, audit_cfg.params,
-                            bench.rtt_split, log=log, eval_cfg=eval_cfg)
+                            bench.rtt_split, log=log, eval_cfg=eval_cfg, checkpoint=partial,
+                            weights=weights)
     audit["seconds"] = round(time.perf_counter() - t0, 1)
     for name, entry in results["models"].items():  # divergence is not success: the verdict leads with it
         u = entry.get("unlearn") or {}
@@ -476,6 +476,7 @@ def audit_run(out: Path, results: dict[str, Any], bench, audit_cfg, seed: int, l
     del models
     _release()
     _attach_audit(out, results, audit)
+    shutil.rmtree(partial, ignore_errors=True)
     for name, v in audit["verdicts"].items():
         log(f"{name}: {v}")
     return audit

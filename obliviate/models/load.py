@@ -101,6 +101,16 @@ def model_location(name: str | Path) -> str:
     return str(path.resolve()) if path.exists() else str(name)
 
 
+def weights_identity(model_dir: Path) -> str:
+    """Path + size + mtime of the weight files: cheap, and changes when the weights do (caches
+    of evaluations and of the audit's partial results key on it)."""
+    parts = [str(model_dir.resolve())]
+    for f in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
+        st = f.stat()
+        parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
 def weights_sha256(name: str | Path) -> str | None:
     """sha256 over the weight files of a local model directory (*.safetensors, *.bin, sorted by
     name, each as name + content), so a run records *which* weights it used; None for a Hub id."""

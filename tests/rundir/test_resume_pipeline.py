@@ -62,3 +62,60 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
     with pytest.raises(DataError, match="cannot resume with different settings"):
         resume_state(out, cfg.model_dump(mode="json"))
+
+
+def test_an_interrupted_audit_resumes_from_the_attacks_it_finished(tmp_path, monkeypatch):
+    import obliviate.audit as A
+
+    cfg = RunConfig(**{**REDUCED, "methods": ["gd"], "audit": {"attacks": ["rtn8", "rtn4"], "controls": []}})
+    out = tmp_path / "run"
+    out.mkdir()
+    real = A._probe_all
+    probed: list[str] = []
+
+    def probe_all(knowledge, tok, attacked, model=None):
+        if attacked is not None:  # an attacked model (the unattacked baseline passes None)
+            probed.append("x")
+            if len(probed) == 4:  # target rtn8, target rtn4, oracle rtn8, then stop at oracle rtn4
+                raise KeyboardInterrupt
+        return real(knowledge, tok, attacked, model)
+
+    monkeypatch.setattr(A, "_probe_all", probe_all)
+    with pytest.raises(KeyboardInterrupt):
+        P.run_world(cfg, out, log=lambda m: None)
+    assert json.loads((out / "results.json").read_text())["status"] == "interrupted"
+    partial = out / P.AUDIT_PARTIAL
+    kept = {p.stem: json.loads(p.read_text()) for p in partial.glob("*.json")}
+    assert {n: sorted(d["attacks"]) for n, d in kept.items()} == {"target": ["rtn4", "rtn8"], "oracle": ["rtn8"]}
+
+    probed.clear()
+    logs: list[str] = []
+    results = P.run_world(cfg, out, log=logs.append, resume=True)
+    # left to do: oracle rtn4, gd rtn8, gd rtn4 (each probe call is one attacked model)
+    assert len(probed) == 3
+    assert any("oracle: 1 of 2 attacks kept" in m for m in logs)
+    assert results["status"] == "done" and not partial.exists()
+    audit = json.loads((out / "audit.json").read_text())
+    for name, attack in [("target", "rtn8"), ("target", "rtn4"), ("oracle", "rtn8")]:
+        before = kept[name]["attacks"][attack]["measures"]
+        k = audit["knowledge"]
+        mean = sum(before[k]["forget_correct"]) / len(before[k]["forget_correct"])
+        assert audit["models"][name][attack]["forget_acc"] == pytest.approx(mean)
+
+
+def test_a_partial_audit_of_other_weights_is_not_reused(tmp_path, trained_model, tiny_tokenizer, small_world):
+    from obliviate.audit import _partial_key, qa_knowledge
+    from obliviate.evaluate import EvalConfig
+    from obliviate.models.load import save_model
+
+    d = save_model(trained_model, tiny_tokenizer, tmp_path / "m")
+    task = small_world
+    knowledge = {"accuracy": qa_knowledge(task, EvalConfig())}
+    key = _partial_key(d, task, knowledge, 0, {}, None, EvalConfig())
+    assert key == _partial_key(d, task, knowledge, 0, {}, None, EvalConfig())
+    assert key != _partial_key(d, task, knowledge, 1, {}, None, EvalConfig())  # another seed
+    assert key != _partial_key(d, task, knowledge, 0, {"rtt": {"lr": [1e-4]}}, None, EvalConfig())
+    trained_model.lm_head.weight.data.add_(1.0)
+    save_model(trained_model, tiny_tokenizer, d)
+    assert key != _partial_key(d, task, knowledge, 0, {}, None, EvalConfig())  # rewritten weights
+    assert _partial_key(None, task, knowledge, 0, {}, None, EvalConfig()) is None
