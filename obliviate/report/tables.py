@@ -100,7 +100,7 @@ def print_table(results: dict[str, Any], console=None) -> None:
 
 
 def _pct(row: dict[str, Any] | None, key: str, ci: bool = False) -> str:
-    from obliviate.audit import ERROR
+    from obliviate.audit import ERROR, MIN_CI_ITEMS
 
     if row and str(row.get("unavailable", "")).startswith(ERROR):
         return "error"  # the attack raised: audit.json has the message
@@ -109,6 +109,9 @@ def _pct(row: dict[str, Any] | None, key: str, ci: bool = False) -> str:
     v = row.get(key)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
+    n = row.get("n_probed")
+    if ci and n is not None and n < MIN_CI_ITEMS:  # too few items for an interval: say how few
+        return f"{v:.0%} (n={n})"
     return f"{v:.0%}" + (_ci(row.get(f"{key}_ci"), percent=True) if ci else "")
 
 

@@ -145,3 +145,26 @@ def test_did_not_forget_is_measured_against_the_oracle_gap():
     assert verdict(rows, 0.55, 0.6, oracle_forget_acc=0.35).startswith("did not forget")
     # without an oracle the floor is 0, as before
     assert verdict(rows, 0.35, 0.6).startswith("did not forget")
+
+
+def test_too_few_probed_items_give_no_interval_and_no_verdict():
+    """The default `bench muse` (9 articles) probes one VerbMem item in rtt's half: its bootstrap
+    "interval" was 90%-90% and the verdict "hides". Below MIN_CI_ITEMS there is no interval and
+    the verdict is inconclusive, naming how few items the attack probed."""
+    from obliviate.audit import MIN_CI_ITEMS
+    from obliviate.report.tables import _pct
+
+    one = _one_attack(1, 1)  # the one probed item came back
+    assert one["recovered_net"] == pytest.approx(1.0) and one["n_probed"] == 1
+    assert all(math.isnan(x) for x in one["recovered_net_ci"])
+    v = verdict({"rtt": one}, forget_acc=0.0, target_forget_acc=1.0, oracle_forget_acc=0.0)
+    assert v == "inconclusive (rtt probed 1 item: too few for an interval; it recovers 100%)"
+    assert _pct(one, "recovered_net", ci=True) == "100% (n=1)"
+    # nor does a thin row let another attack's small recovery read as "forgets"
+    enough = _one_attack(MIN_CI_ITEMS * 8, 0)
+    assert verdict({"rtt": _one_attack(2, 0), "rtn4": enough}, 0.0, 1.0, oracle_forget_acc=0.0).startswith(
+        "inconclusive (rtt probed 2 items")
+    # while a well-measured hiding attack still decides
+    hiding = _one_attack(40, 36)
+    assert verdict({"rtt": one, "rtn4": hiding}, 0.0, 1.0, oracle_forget_acc=0.0).startswith("hides: rtn4")
+    assert not math.isnan(_one_attack(MIN_CI_ITEMS, 2)["recovered_net_ci"][0])
