@@ -464,13 +464,6 @@ def _read_partial(path: Path, key: str) -> dict[str, Any] | None:
     return data if data.get("key") == key else None
 
 
-def _write_partial(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, default=float))
-    tmp.replace(path)
-
-
 def audit_benchmark(models: dict[str, tuple[Any, Any, Path | None]], task: ForgetTask,
                     knowledge: dict[str, Knowledge], attacks: list[str] | None = None, seed: int = 0,
                     params: dict[str, dict] | None = None, rtt_split=None, log=print,
@@ -484,6 +477,7 @@ def audit_benchmark(models: dict[str, tuple[Any, Any, Path | None]], task: Forge
     a later call with the same directory and settings reuses them instead of rerunning (only for
     models with local weights: `weights[name]`, else the model's directory in `models`)."""
     from obliviate.attacks.quantize import quantized_change_fraction, relative_weight_change
+    from obliviate.report.results import write_json
 
     attacks = attacks or default_attacks()
     if "target" not in models:
@@ -514,7 +508,7 @@ def audit_benchmark(models: dict[str, tuple[Any, Any, Path | None]], task: Forge
         def keep(attack: str, res: Any, partial=partial, path=path) -> None:
             if path is not None:
                 partial["attacks"][attack] = _probes_json(res)
-                _write_partial(path, partial)
+                write_json(path, partial)
 
         per_attack = run_attacks(model, tok, task, attacks, eval_cfg, seed, mdir, params, desc=f"auditing {name}",
                                  probe_fn=probe_fn, rtt_split=rtt_split, done=done, on_result=keep)

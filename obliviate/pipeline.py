@@ -30,7 +30,7 @@ from obliviate.memory import peak_memory
 from obliviate.models.cache import cache_key, cache_root
 from obliviate.models.load import load_model, model_location, save_model, weights_identity, weights_sha256
 from obliviate.report.html import write_html_report
-from obliviate.report.results import provenance, write_per_item, write_results
+from obliviate.report.results import provenance, write_json, write_per_item, write_results
 from obliviate.report.tables import markdown_table
 from obliviate.unlearn import UnlearnConfig, unlearn
 
@@ -52,10 +52,7 @@ def cached_eval(kind: str, model: str | Path, fingerprint: Any, use_cache: bool,
         data = json.loads(path.read_text())
         return _nan(data["metrics"]), data["per_item"], data["rows"]
     metrics, per_item, rows = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"metrics": metrics, "per_item": per_item, "rows": rows}, default=float))
-    tmp.replace(path)
+    write_json(path, {"metrics": metrics, "per_item": per_item, "rows": rows})
     return metrics, per_item, rows
 
 

@@ -52,17 +52,18 @@ def _run(out: Path, cfg: RunConfig, split: str, authors: int | None, resume: boo
     from obliviate.report.results import load_results
 
     ledger = out / LEDGER
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)
+    before = json.loads(ledger.read_text()) if ledger.is_file() else []
     if resume and (out / "results.json").is_file():
         done = load_results(out)
         if done.get("status") == "done":
-            return done, json.loads(ledger.read_text()) if ledger.is_file() else []
-    if not resume:
-        shutil.rmtree(out, ignore_errors=True)
+            return done, before
     t0 = time.perf_counter()
     try:
         results = tofu.run(out, cfg, split, authors, resume=resume)
     finally:  # an interrupted process's time counts too
-        spent = (json.loads(ledger.read_text()) if ledger.is_file() else []) + [round(time.perf_counter() - t0)]
+        spent = before + [round(time.perf_counter() - t0)]
         if out.is_dir():
             ledger.write_text(json.dumps(spent))
     return results, spent

@@ -58,6 +58,15 @@ def write_results(path: Path, results: dict[str, Any]) -> Path:
     return path
 
 
+def write_json(path: Path, data: Any) -> Path:
+    """Write atomically, NaN kept as NaN (caches and partial results read back by Python)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, default=float))
+    os.replace(tmp, path)
+    return path
+
+
 def load_results(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
